@@ -1,0 +1,1 @@
+"""lguest_guest: the lguest Guest paravirt ops and a small kernel."""

@@ -1,0 +1,1 @@
+"""lguest_host: the lguest Host, modelled on Linux drivers/lguest."""
