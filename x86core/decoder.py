@@ -242,6 +242,7 @@ def _decode_inner(code, start, bits):
         name = form.names[1] if adsize == 32 else form.names[0]
     elif opcode == 0x90 and rep == 0xF3:
         name = "pause"
+        rep = 0             # F3 is part of PAUSE's opcode, not a REP prefix
 
     # Effective address parts from ModRM/SIB (only when r/m names memory).
     mod = modrm >> 6 if modrm >= 0 else 3

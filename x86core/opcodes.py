@@ -132,9 +132,10 @@ GROUPS = {
     "grp5": ("inc Ev", "dec Ev", "call Ev", "call Mp", "jmp Ev", "jmp Mp", "push Ev", None),
     "grp6": ("sldt Ey", "str Ey", "lldt Ew", "ltr Ew", "verr Ew", "verw Ew", None, None),
     # Group 7's register forms (mod=3) are later processors' instructions
-    # (VMCALL, MONITOR, SWAPGS ...) except SMSW and LMSW.
+    # (VMCALL, MONITOR, SWAPGS ...) except SMSW and LMSW.  The map writes
+    # INVLPG Mb, but it accesses no data: plain M (size 0), as for LEA.
     "grp7": ("sgdt Ms", "sidt Ms", "lgdt Ms", "lidt Ms", "smsw Ey", None, "lmsw Ew",
-             ("invlpg Mb", None)),
+             ("invlpg M", None)),
     "grp8": (None, None, None, None, "bt", "bts", "btr", "btc"),
     "grp9": (None, ("cmpxchg8b Mq", None), None, None, None, None, None, None),
     "grp11": ("mov", None, None, None, None, None, None, None),

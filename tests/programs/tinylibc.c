@@ -292,6 +292,13 @@ s64 __moddi3(s64 n, s64 d);
 s64 __divmoddi4(s64 n, s64 d, s64 *rem);
 int __popcountsi2(u32 x);
 int __popcountdi2(u64 x);
+int __paritysi2(u32 x);
+int __paritydi2(u64 x);
+int __clzsi2(u32 x);
+int __ctzsi2(u32 x);
+int __clzdi2(u64 x);
+int __ctzdi2(u64 x);
+int __ffsdi2(u64 x);
 
 /* unsigned 64/64 division; division by zero yields a divide error trap
    from the 32-bit divide below, like real hardware/libgcc would */
@@ -385,4 +392,58 @@ int __popcountsi2(u32 x)
 int __popcountdi2(u64 x)
 {
     return __popcountsi2((u32)x) + __popcountsi2((u32)(x >> 32));
+}
+
+int __paritysi2(u32 x)
+{
+    return __popcountsi2(x) & 1;
+}
+
+int __paritydi2(u64 x)
+{
+    return __popcountdi2(x) & 1;
+}
+
+/* clz/ctz by hand (gcc inlines the 32-bit builtins as bsr/bsf itself,
+   so use loops here rather than risking a call to ourselves); the result
+   for 0 is undefined, as for the builtins */
+int __clzsi2(u32 x)
+{
+    int n = 0;
+    if (!x)
+        return 32;
+    while (!(x & 0x80000000u)) {
+        x <<= 1;
+        n++;
+    }
+    return n;
+}
+
+int __ctzsi2(u32 x)
+{
+    int n = 0;
+    if (!x)
+        return 32;
+    while (!(x & 1)) {
+        x >>= 1;
+        n++;
+    }
+    return n;
+}
+
+int __clzdi2(u64 x)
+{
+    u32 hi = (u32)(x >> 32);
+    return hi ? __clzsi2(hi) : 32 + __clzsi2((u32)x);
+}
+
+int __ctzdi2(u64 x)
+{
+    u32 lo = (u32)x;
+    return lo ? __ctzsi2(lo) : 32 + __ctzsi2((u32)(x >> 32));
+}
+
+int __ffsdi2(u64 x)
+{
+    return x ? __ctzdi2(x) + 1 : 0;
 }

@@ -1,0 +1,324 @@
+"""The block cache: decode once, compile to Python, run many times.
+
+A block is the run of instructions from an EIP up to a control transfer, an
+instruction that changes how later code is fetched or run, or the end of the
+page.  Its instructions become the body of one Python function (generated
+source, compiled once) with the registers in locals.
+
+Blocks are found by linear address within a set chosen by the mode bits that
+change what the bytes mean (code size, CPL, flat segments, stack size, CS
+base), and each remembers the physical address it was compiled from: a
+lookup whose page now maps elsewhere recompiles, so a remapped page never
+runs stale code.  Physical pages holding compiled code are kept out of the
+write TLB; the first write to one lands in the slow path, which drops that
+page's blocks (self-modifying code).  A write into the block that is running
+takes effect from the next block, as the 386's prefetch queue did until the
+next jump.
+
+With the cache off, every instruction is fetched and decoded on every
+execution and run as a block of one (its compiled code is memoized by
+address and bytes, so the comparison measures decoding and dispatch, not
+Python's compiler).
+"""
+from __future__ import annotations
+
+import struct
+
+from . import flags as F
+from .codegen import (FLAG_READERS, FULL_FLAG_WRITERS, PARTIAL_FLAG_WRITERS, Emitter,
+                      Unsupported)
+from .decoder import decode
+from .exceptions import DE, CPUException, fault
+from .instruction import MEM, F_BRANCH, F_STOP, Instruction, NeedMore, Undefined
+from .semantics import SEMANTICS, SYSTEM
+
+MAX_BLOCK = 48
+_ST = {n: struct.Struct(f) for n, f in ((2, "<H"), (4, "<I"), (8, "<Q"))}
+# Register-only forms of these cannot fault, so flag work before them may be skipped.
+NONFAULTING = frozenset({
+    "add", "sub", "and", "or", "xor", "cmp", "test", "adc", "sbb", "inc", "dec", "neg",
+    "not", "mov", "movzx", "movsx", "lea", "xchg", "nop", "pause", "bswap", "cbw", "cwde",
+    "cwd", "cdq", "shl", "sal", "shr", "sar", "rol", "ror", "rcl", "rcr", "shld", "shrd",
+    "bt", "bts", "btr", "btc", "bsf", "bsr", "mul", "imul", "lahf", "sahf", "clc", "stc",
+    "cmc", "salc", "daa", "das", "aaa", "aas", "aad", "cmpxchg", "xadd", "jmp", "loop",
+    "loope", "loopne", "jcxz", "jecxz", "cld", "std",
+} | {n for n in SEMANTICS if n[:1] == "j" or n[:3] in ("set",) or n[:4] == "cmov"})
+# Instructions that call into the CPU's own methods, which may read or change
+# any register: the block writes its locals back before and reloads after.
+SYNC = frozenset(SYSTEM) | {"iret", "iretw", "retf"}
+_FAR = frozenset({"jmp", "call"})
+
+
+class Block:
+    __slots__ = ("fn", "phys", "count", "source", "insns", "span")
+
+    def __init__(self, fn, phys, count, source, insns):
+        self.fn, self.phys, self.count, self.source, self.insns = fn, phys, count, source, insns
+
+
+class BlockCache:
+    def __init__(self, cpu):
+        self.cpu = cpu
+        self.enabled = True
+        self.modes: dict[tuple, dict[int, Block]] = {}
+        self.current: dict[int, Block] = {}
+        self.page_blocks: dict[int, list[tuple[dict, int]]] = {}
+        self.single: dict[tuple, Block] = {}     # cache-off memo of one-instruction code
+        self.compiled = 0
+
+    # -- keys and invalidation ----------------------------------------------------------
+    def mode_key(self) -> tuple:
+        cpu = self.cpu
+        return (cpu.bits, cpu.cpl, cpu.flat, cpu.seg_attr[2] & 0x4000 != 0 or cpu.flat,
+                cpu.seg_base[1])
+
+    def select_mode(self) -> None:
+        self.current = self.modes.setdefault(self.mode_key(), {})
+
+    def holds_code(self, ppn: int) -> bool:
+        return ppn in self.page_blocks
+
+    def invalidate_page(self, ppn: int) -> None:
+        for table, key in self.page_blocks.pop(ppn, ()):
+            table.pop(key, None)
+        self.single = {k: v for k, v in self.single.items() if v.phys >> 12 != ppn}
+
+    def paging_changed(self) -> None:
+        """Blocks are validated against their physical page on lookup; nothing to drop."""
+
+    def flush(self) -> None:
+        for ppn in list(self.page_blocks):
+            self.invalidate_page(ppn)
+        self.single.clear()
+
+    def _protect(self, ppn: int, table: dict, key: int) -> None:
+        entries = self.page_blocks.get(ppn)
+        if entries is None:
+            self.page_blocks[ppn] = entries = []
+            cpu = self.cpu
+            for tw in (cpu._tlbs[False][1], cpu._tlbs[True][1]):
+                for vpn in [v for v, p in tw.items() if p >> 12 == ppn]:
+                    del tw[vpn]
+        entries.append((table, key))
+
+    # -- running ----------------------------------------------------------------------------
+    def run_one(self) -> None:
+        cpu = self.cpu
+        lin = (cpu.seg_base[1] + cpu.eip) & 0xFFFFFFFF
+        page = cpu.tlb_r.get(lin >> 12)
+        phys = (page | lin & 0xFFF) if page is not None else cpu.translate(lin, False)
+        if self.enabled and cpu.trace is None:
+            block = self.current.get(lin)
+            if block is None or block.phys != phys:
+                block = self.build(lin, phys, MAX_BLOCK)
+                self.current[lin] = block
+                self._protect(phys >> 12, self.current, lin)
+                if (phys + block.span - 1) >> 12 != phys >> 12:
+                    self._protect((phys + block.span - 1) >> 12, self.current, lin)
+            block.fn()
+            return
+        # Cache off: fetch and decode this one instruction every time.
+        code = cpu.fetch(lin, 15)
+        insn = decode(code, 0, cpu.bits)
+        key = (lin, phys, code[:insn.length] if insn.ok else code, self.mode_key())
+        block = self.single.get(key)
+        if block is None:
+            block = self.build(lin, phys, 1, code)
+            self.single[key] = block
+            self.page_blocks.setdefault(phys >> 12, [])
+        if cpu.trace is not None and insn.ok:
+            cpu.trace(cpu, insn)
+        block.fn()
+
+    # -- building ------------------------------------------------------------------------------
+    def build(self, lin: int, phys: int, limit: int, code: bytes | None = None) -> Block:
+        cpu = self.cpu
+        if code is None:
+            code = cpu.fetch(lin, 4096 - (lin & 0xFFF) + 15)
+        page_left = 4096 - (lin & 0xFFF)
+        eip = cpu.eip
+        insns: list[tuple[int, Instruction]] = []
+        pos = 0
+        bad = None
+        while len(insns) < limit and pos < page_left:
+            insn = decode(code, pos, cpu.bits)
+            if isinstance(insn, NeedMore):
+                if not insns:
+                    # The instruction runs onto a page that cannot be fetched.
+                    cpu.translate((lin + len(code)) & 0xFFFFFFFF, False)
+                    bad = fault(13)
+                break
+            if isinstance(insn, Undefined):
+                if not insns:
+                    bad = fault(insn.vector)
+                break
+            if insn.mnemonic not in SEMANTICS or insn.flags & 8:     # x87: no FPU present
+                if not insns:
+                    bad = fault(7 if insn.flags & 8 and cpu.cr0 & 0x4 else 6)
+                break
+            insns.append((eip + pos, insn))
+            pos += insn.length
+            if insn.flags & (F_BRANCH | F_STOP) or insn.mnemonic in SYNC:
+                break
+        if bad is not None:
+            return self._faulting_block(bad, phys)
+        try:
+            source, fn = self.generate(insns)
+        except Unsupported:
+            if len(insns) == 1:
+                return self._faulting_block(fault(6), phys)
+            return self.build(lin, phys, len(insns) - 1, code)
+        self.compiled += 1
+        block = Block(fn, phys, len(insns), source, insns)
+        block.span = pos if pos else 1
+        return block
+
+    def _faulting_block(self, exc: CPUException, phys: int) -> Block:
+        def raise_it():
+            raise CPUException(exc.vector, exc.error_code)
+        block = Block(raise_it, phys, 0, "", [])
+        block.span = 1
+        return block
+
+    def generate(self, insns):
+        cpu = self.cpu
+        em = Emitter(cpu.flat, cpu.cpl, self.mode_key()[3])
+        live = _flag_liveness([i for _, i in insns])
+        eips, nexts = [], []
+        exit_expr = None
+        synced_exit = False
+        for index, (eip, insn) in enumerate(insns):
+            em.index = index
+            em.flags_live = live[index]
+            em.tmp = 0
+            nxt = (eip + insn.length) & (0xFFFFFFFF if insn.opsize == 32 or cpu.bits == 32 else 0xFFFF)
+            eips.append(eip)
+            nexts.append(nxt)
+            sync = insn.mnemonic in SYNC or (insn.mnemonic in _FAR and any(
+                o.kind == 8 or (o.kind == MEM and o.size == insn.opsize // 8 + 2) for o in insn.operands))
+            if sync:
+                em.emit("SYNC_OUT")
+            result = SEMANTICS[insn.mnemonic](em, insn)
+            if sync:
+                if result is None:
+                    em.emit("SYNC_IN")
+                synced_exit = result == "EIPNOW()"
+            mask = 0xFFFFFFFF if insn.opsize == 32 else 0xFFFF
+            if isinstance(result, tuple):
+                if result[0] == "REL":
+                    exit_expr = str((nxt + result[1]) & mask)
+                elif result[0] == "JCC":
+                    exit_expr = f"{(nxt + result[2]) & mask} if {em.condition(result[1])} else {nxt}"
+                elif result[0] == "JIF":
+                    exit_expr = f"{(nxt + result[2]) & mask} if {result[1]} else {nxt}"
+            elif result is not None:
+                exit_expr = result.replace("NEXT", str(nxt))
+            em.lines = [l.replace("NEXT", str(nxt)) for l in em.lines]
+        if exit_expr is None:
+            exit_expr = str(nexts[-1])
+        return self._assemble(em, insns, eips, nexts, exit_expr, synced_exit)
+
+    def _assemble(self, em, insns, eips, nexts, exit_expr, synced_exit):
+        all_regs = ", ".join(f"r{n}" for n in range(8))
+        has_sync = any(l.strip() == "SYNC_OUT" for l in em.lines)
+        flags = em.uses_flags or has_sync
+        if has_sync:
+            # Sync points hand every register to the CPU's methods: keep them all.
+            load_regs = f"{all_regs} = R"
+            written = list(range(8))
+        else:
+            load_regs = "".join(f"r{n} = R[{n}]; " for n in sorted(em.regs_read | em.regs_written)) or "pass"
+            written = sorted(em.regs_written)
+        store_regs = "".join(f"R[{n}] = r{n}; " for n in written)
+        head = [
+            "def make(cpu, M, TR, TW, U16, U32, U64, P16, P32, P64, RS, WS, SB, SS_, CARRY,",
+            "         FLAGS, COND, PARITY, H, CPUException, INSN, LINES, EIPS, NEXTS, N):",
+            "    EF = H.eflags; CLD = H.cld; STD = H.std; CLI = H.cli; STI = H.sti; HLT = H.hlt",
+            "    LOADSEG = H.load_segment; POPF = H.popf; CPUID = H.cpuid; RDTSC = H.rdtsc",
+            "    PORT_IN = H.port_in; PORT_OUT = H.port_out; SYSTEM = H.system; RDMSR = H.rdmsr",
+            "    WRMSR = H.wrmsr; READ_CR = H.read_cr; WRITE_CR = H.write_cr; READ_DR = H.read_dr",
+            "    WRITE_DR = H.write_dr; FARJMP = H.far_jump; FARCALL = H.far_call; FARRET = H.far_ret",
+            "    IRET = H.iret; DIVERR = H.divide_error; SOFTINT = H.software_interrupt",
+            "    TRAP = H.trap; FAULT = H.fault",
+            "    def block():",
+            "        R = cpu.regs",
+            f"        {load_regs}",
+        ]
+        if flags:
+            head.append("        fo, fr, fa, fb = cpu.lazy")
+        head.append("        try:")
+        first_body_line = len(head) + 1
+        body = []
+        line_insn = []
+        for line, idx in zip(em.lines, em.line_insn):
+            if line.strip() == "SYNC_OUT":
+                ind = line[:len(line) - len(line.lstrip())]
+                line = f"{ind}R[:] = ({all_regs}); cpu.lazy = (fo, fr, fa, fb)" if flags else \
+                    f"{ind}R[:] = ({all_regs})"
+            elif line.strip() == "SYNC_IN":
+                ind = line[:len(line) - len(line.lstrip())]
+                line = f"{ind}{all_regs} = R" + ("; fo, fr, fa, fb = cpu.lazy" if flags else "")
+            body.append("            " + line)
+            line_insn.append(idx)
+        if not body:
+            body.append("            pass")
+            line_insn.append(0)
+        tail = [
+            "        except CPUException as e:",
+            "            k = LINES[e.__traceback__.tb_lineno]",
+        ]
+        if store_regs:
+            tail.append(f"            {store_regs}")
+        if flags:
+            tail.append("            cpu.lazy = (fo, fr, fa, fb)")
+        tail += [
+            "            if e.trap:",
+            "                cpu.eip = NEXTS[k]; cpu.icount += k + 1",
+            "            else:",
+            "                cpu.eip = EIPS[k]; cpu.icount += k",
+            "            raise",
+        ]
+        if synced_exit:
+            tail.append("        cpu.icount += N")
+        else:
+            if store_regs:
+                tail.append(f"        {store_regs}")
+            if flags:
+                tail.append("        cpu.lazy = (fo, fr, fa, fb)")
+            tail.append(f"        cpu.eip = {exit_expr}; cpu.icount += N")
+        tail.append("    return block")
+        source = "\n".join(head + body + tail)
+        lines = [0] * (len(head) + len(body) + 2)
+        for i, idx in enumerate(line_insn):
+            lines[first_body_line + i] = idx
+        namespace: dict = {}
+        exec(compile(source, f"<block {eips[0] if eips else 0:#x}>", "exec"), namespace)
+        cpu = self.cpu
+        fn = namespace["make"](
+            cpu, cpu.mem.view, cpu.tlb_r, cpu.tlb_w,
+            _ST[2].unpack_from, _ST[4].unpack_from, _ST[8].unpack_from,
+            _ST[2].pack_into, _ST[4].pack_into, _ST[8].pack_into,
+            cpu.read_slow, cpu.write_slow, cpu.seg_base, cpu.seg_sel, F.carry,
+            F.eval_flags, F.condition, F.PARITY, cpu.helpers, CPUException,
+            [i for _, i in insns], lines, eips, nexts, len(insns))
+        return source, fn
+
+
+def _flag_liveness(insns: list[Instruction]) -> list[bool]:
+    """For each instruction, whether the flags it produces can be observed:
+    by a later reader, by a fault (which must see exact EFLAGS), or after
+    the block."""
+    live = True
+    out = [True] * len(insns)
+    for i in range(len(insns) - 1, -1, -1):
+        insn = insns[i]
+        name = insn.mnemonic
+        out[i] = live
+        faults = name not in NONFAULTING or any(o.kind == MEM for o in insn.operands) \
+            or name in SYNC
+        reads = name in FLAG_READERS or name in ("loope", "loopne") or \
+            (name in PARTIAL_FLAG_WRITERS and live) or name in SYNC or \
+            (insn.rep and name in ("cmps", "scas"))
+        writes_all = name in FULL_FLAG_WRITERS and not (insn.rep and name in ("cmps", "scas"))
+        live = reads or faults or (live and not writes_all)
+    return out

@@ -1,0 +1,251 @@
+"""Instruction semantics as Python source: the block compiler's back end.
+
+Each decoded instruction becomes a few lines of Python inside one function per
+block.  Registers live in locals r0..r7 for the block's life; the arithmetic
+flags live in locals fo fr fa fb (the lazy form of flags.py).  Semantics
+follow the Intel SDM Vol. 2 instruction pages.
+
+Two rules keep exceptions precise.  Within an instruction, everything that
+can fault (memory reads and writes, #DE) happens before any register or flag
+local changes, so when an exception leaves the block the locals still hold
+the state at the start of the faulting instruction; the block's handler
+writes them back and finds that instruction from the traceback's line
+number.  And flags computation is skipped only where flag liveness proves it
+dead: no reader and no possible fault before the next full flags write.
+"""
+from __future__ import annotations
+
+from . import flags as F
+from .instruction import CREG, DREG, FAR, IMM, MEM, REG, REL, SREG, Instruction
+from .exceptions import BR, DE, GP, NM, OF, UD, BP, DB
+
+MASKS = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFFFFFF, 8: 0xFFFFFFFFFFFFFFFF}
+SIGNS = {1: 0x80, 2: 0x8000, 4: 0x80000000}
+ARITH_KIND = {"add": F.K_ADD, "sub": F.K_SUB, "cmp": F.K_SUB,
+              "and": F.K_LOGIC, "or": F.K_LOGIC, "xor": F.K_LOGIC, "test": F.K_LOGIC}
+# Instructions that leave all six arithmetic flags defined from scratch.
+FULL_FLAG_WRITERS = frozenset({
+    "add", "sub", "cmp", "and", "or", "xor", "test", "neg", "adc", "sbb",
+    "cmpxchg", "xadd", "mul", "imul", "sahf_full", "popf", "popfw", "daa", "das",
+    "aaa", "aas", "aam", "aad", "bsf", "bsr", "cmpxchg8b", "cmps", "scas",
+})
+CONDS = ("o", "no", "b", "ae", "e", "ne", "be", "a", "s", "ns", "p", "np", "l", "ge", "le", "g")
+# Instructions whose results depend on incoming flags.
+FLAG_READERS = frozenset({
+    "adc", "sbb", "pushf", "pushfw", "lahf", "into", "daa", "das", "aaa", "aas",
+    "rcl", "rcr", "salc", "int", "int3", "int1", "iret", "iretw", "cmc",
+} | {f"j{c}" for c in CONDS} | {f"set{c}" for c in CONDS} | {f"cmov{c}" for c in CONDS})
+# Instructions that touch flags but keep some of the old ones (read them to pass them on).
+PARTIAL_FLAG_WRITERS = frozenset({
+    "inc", "dec", "rol", "ror", "rcl", "rcr", "shl", "sal", "shr", "sar", "shld", "shrd",
+    "bt", "bts", "btr", "btc", "sahf", "clc", "stc", "cmc", "lar", "lsl", "verr", "verw",
+    "arpl",
+})
+
+
+class Unsupported(Exception):
+    """An instruction the executor does not implement yet: #UD at run time."""
+
+
+class Emitter:
+    """Generates the body of one block."""
+
+    def __init__(self, flat: bool, cpl: int, stack32: bool = True):
+        self.flat = flat
+        self.cpl = cpl
+        self.stack32 = stack32
+        self.lines: list[str] = []
+        self.line_insn: list[int] = []    # instruction index of each body line
+        self.index = 0
+        self.regs_read: set[int] = set()
+        self.regs_written: set[int] = set()
+        self.uses_flags = False
+        self.tmp = 0
+        self.known = None                 # (kind, size) of the flags producer, if known here
+        self.flags_live = True
+
+    # -- plumbing -----------------------------------------------------------------
+    def emit(self, line: str, indent: int = 0) -> None:
+        self.lines.append("    " * indent + line)
+        self.line_insn.append(self.index)
+
+    def new(self, stem: str = "t") -> str:
+        self.tmp += 1
+        return f"{stem}_{self.tmp}"
+
+    # -- registers ---------------------------------------------------------------------
+    def reg(self, size: int, n: int) -> str:
+        if size == 4:
+            self.regs_read.add(n)
+            return f"r{n}"
+        if size == 2:
+            self.regs_read.add(n)
+            return f"(r{n} & 0xFFFF)"
+        if n < 4:
+            self.regs_read.add(n)
+            return f"(r{n} & 0xFF)"
+        self.regs_read.add(n - 4)
+        return f"(r{n - 4} >> 8 & 0xFF)"
+
+    def set_reg(self, size: int, n: int, expr: str) -> None:
+        """expr must already be masked to `size`."""
+        if size == 4:
+            self.regs_written.add(n)
+            self.emit(f"r{n} = {expr}")
+        elif size == 2:
+            self.regs_read.add(n)
+            self.regs_written.add(n)
+            self.emit(f"r{n} = r{n} & 0xFFFF0000 | {expr}")
+        elif n < 4:
+            self.regs_read.add(n)
+            self.regs_written.add(n)
+            self.emit(f"r{n} = r{n} & 0xFFFFFF00 | {expr}")
+        else:
+            self.regs_read.add(n - 4)
+            self.regs_written.add(n - 4)
+            self.emit(f"r{n - 4} = r{n - 4} & 0xFFFF00FF | ({expr}) << 8")
+
+    # -- memory ---------------------------------------------------------------------------
+    def offset(self, op, adsize: int) -> str:
+        parts = []
+        if op.base >= 0:
+            parts.append(self.reg(4, op.base))
+        if op.index >= 0:
+            idx = self.reg(4, op.index)
+            parts.append(idx if op.scale == 1 else f"{idx} * {op.scale}")
+        if op.disp or not parts:
+            parts.append(str(op.disp & 0xFFFFFFFF) if op.disp >= 0 or adsize == 32 else str(op.disp))
+        expr = " + ".join(parts)
+        if adsize == 16:
+            return f"({expr}) & 0xFFFF"
+        if len(parts) == 1 and op.base >= 0 and not op.disp:
+            return expr
+        return f"({expr}) & 0xFFFFFFFF"
+
+    def linear(self, seg: int, offset_expr: str) -> str:
+        """Emit the linear address into a fresh local and return its name."""
+        a = self.new("a")
+        if self.flat and seg not in (4, 5):
+            self.emit(f"{a} = {offset_expr}")
+        else:
+            self.emit(f"{a} = (({offset_expr}) + SB[{seg}]) & 0xFFFFFFFF")
+        return a
+
+    def address(self, op, insn: Instruction) -> str:
+        return self.linear(op.seg, self.offset(op, insn.adsize))
+
+    def load(self, a: str, size: int) -> str:
+        v = self.new("v")
+        p = self.new("p")
+        self.emit(f"{p} = TR.get({a} >> 12)")
+        if size == 1:
+            self.emit(f"{v} = M[{p} | {a} & 0xFFF] if {p} is not None else RS({a}, 1)")
+        else:
+            un = {2: "U16", 4: "U32", 8: "U64"}[size]
+            self.emit(f"{v} = {un}(M, {p} | {a} & 0xFFF)[0] if {p} is not None and "
+                      f"{a} & 0xFFF <= {4096 - size} else RS({a}, {size})")
+        return v
+
+    def store(self, a: str, size: int, expr: str) -> None:
+        p = self.new("p")
+        self.emit(f"{p} = TW.get({a} >> 12)")
+        if size == 1:
+            self.emit(f"if {p} is not None: M[{p} | {a} & 0xFFF] = {expr}")
+        else:
+            pk = {2: "P16", 4: "P32", 8: "P64"}[size]
+            self.emit(f"if {p} is not None and {a} & 0xFFF <= {4096 - size}: "
+                      f"{pk}(M, {p} | {a} & 0xFFF, {expr})")
+        self.emit(f"else: WS({a}, {size}, {expr})")
+
+    # -- operands as values -----------------------------------------------------------------
+    def read(self, op, insn: Instruction) -> str:
+        if op.kind == REG:
+            return self.reg(op.size, op.reg)
+        if op.kind == IMM:
+            return str(op.imm)
+        if op.kind == MEM:
+            return self.load(self.address(op, insn), op.size)
+        if op.kind == SREG:
+            return f"SS_[{op.reg}]"
+        raise Unsupported(f"operand kind {op.kind}")
+
+    def operand(self, op, insn: Instruction) -> "Place":
+        """A destination that is read and then written (read-modify-write)."""
+        if op.kind == REG:
+            return Place(self, op.size, reg=op.reg)
+        if op.kind == MEM:
+            return Place(self, op.size, addr=self.address(op, insn))
+        raise Unsupported(f"destination kind {op.kind}")
+
+    # -- flags ----------------------------------------------------------------------------
+    def set_flags(self, kind: int, size: int, res: str, a: str = "0", b: str = "0") -> None:
+        self.known = (kind, size)
+        if not self.flags_live:
+            return
+        self.uses_flags = True
+        self.emit(f"fo = {kind | size << 4}; fr = {res}; fa = {a}; fb = {b}")
+
+    def set_flags_dynamic(self, op_expr: str, res: str, a: str, b: str) -> None:
+        self.known = None
+        if not self.flags_live:
+            return
+        self.uses_flags = True
+        self.emit(f"fo = {op_expr}; fr = {res}; fa = {a}; fb = {b}")
+
+    def set_raw_flags(self, expr: str) -> None:
+        """All six arithmetic flags given as bits."""
+        self.known = (F.K_RAW, 4)
+        self.uses_flags = True
+        # fa first: expr may read the old fo/fr/fa/fb.
+        self.emit(f"fa = {expr}; fo = {F.K_RAW}; fr = 0; fb = 0")
+
+    def carry(self) -> str:
+        self.uses_flags = True
+        if self.known is not None:
+            kind, _ = self.known
+            if kind == F.K_SUB:
+                return "(1 if fa < fb else 0)"
+            if kind == F.K_ADD:
+                return "(1 if fr < fa else 0)"
+            if kind == F.K_LOGIC:
+                return "0"
+            if kind in (F.K_INC, F.K_DEC, F.K_RESULT):
+                return "(fb & 1)"
+            if kind == F.K_RAW:
+                return "(fa & 1)"
+        return "CARRY(fo, fr, fa, fb)"
+
+    def all_flags(self) -> str:
+        self.uses_flags = True
+        if self.known is not None and self.known[0] == F.K_RAW:
+            return "fa"
+        return "FLAGS(fo, fr, fa, fb)"
+
+    def condition(self, cc: int) -> str:
+        self.uses_flags = True
+        if self.known is not None:
+            src = F.condition_source(cc, *self.known)
+            if src is not None:
+                return src
+        return f"COND({cc}, fo, fr, fa, fb)"
+
+
+class Place:
+    """A register or a memory location whose address is already computed."""
+
+    def __init__(self, em: Emitter, size: int, reg: int = -1, addr: str | None = None):
+        self.em, self.size, self.reg_no, self.addr = em, size, reg, addr
+        self.is_mem = addr is not None
+
+    def get(self) -> str:
+        if self.is_mem:
+            return self.em.load(self.addr, self.size)
+        v = self.em.new("d")
+        self.em.emit(f"{v} = {self.em.reg(self.size, self.reg_no)}")
+        return v
+
+    def put(self, expr: str) -> None:
+        if self.is_mem:
+            self.em.store(self.addr, self.size, expr)
+        else:
+            self.em.set_reg(self.size, self.reg_no, expr)

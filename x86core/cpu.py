@@ -1,0 +1,359 @@
+"""The i386 processor: architectural state and the run loop.
+
+State follows the Intel SDM Vol. 3 ch. 2: general registers, EIP, EFLAGS,
+segment registers with their hidden descriptor caches, CR0-CR4, the
+descriptor-table registers, DR0-DR7 and the TSC.  EFLAGS is kept in two
+parts: the system bits in `eflags`, and the six arithmetic flags as the lazy
+(op, res, a, b) of `flags.py`.
+
+Memory is reached through two TLBs (dicts from linear page number to
+physical page base), one for reads and one for writes, for the current
+privilege class.  Compiled blocks test the TLB inline and fall back to
+`read_slow` / `write_slow` here, which walk the page tables, fill the TLB,
+reach device hooks and catch writes to pages holding compiled code.
+"""
+from __future__ import annotations
+
+import struct
+
+from . import flags as fl
+from . import segmentation
+from .blocks import BlockCache
+from .exceptions import GP, PF, UD, CPUException, fault
+from .memory import PAGE_SHIFT, IOBus, PhysicalMemory
+from .system import Helpers
+
+EAX, ECX, EDX, EBX, ESP, EBP, ESI, EDI = range(8)
+ES, CS, SS, DS, FS, GS = range(6)
+
+CR0_PE, CR0_MP, CR0_EM, CR0_TS, CR0_ET, CR0_NE = 0x1, 0x2, 0x4, 0x8, 0x10, 0x20
+CR0_WP, CR0_AM, CR0_NW, CR0_CD, CR0_PG = 0x10000, 0x40000, 0x20000000, 0x40000000, 0x80000000
+CR4_PSE, CR4_PGE, CR4_TSD, CR4_DE = 0x10, 0x80, 0x4, 0x8
+
+PTE_P, PTE_W, PTE_U, PTE_A, PTE_D, PTE_PS, PTE_G = 0x1, 0x2, 0x4, 0x20, 0x40, 0x80, 0x100
+
+_U32 = struct.Struct("<I").unpack_from
+
+
+class CPU:
+    def __init__(self, memory: PhysicalMemory | int, io: IOBus | None = None):
+        self.mem = memory if isinstance(memory, PhysicalMemory) else PhysicalMemory(memory)
+        self.io = io or IOBus()
+        self.regs = [0] * 8
+        self.eip = 0
+        self.eflags = fl.RESERVED_ONE           # system bits only
+        self.lazy = (fl.K_RAW, 0, 0, 0)         # arithmetic flags
+        self.seg_sel = [0] * 6
+        self.seg_base = [0] * 6
+        self.seg_limit = [0xFFFF] * 6
+        self.seg_attr = [0] * 6                 # descriptor access byte | flags << 8
+        self.cr0 = CR0_ET
+        self.cr2 = self.cr3 = self.cr4 = 0
+        self.dr = [0] * 8
+        self.dr[6], self.dr[7] = 0xFFFF0FF0, 0x400
+        self.gdtr = (0, 0xFFFF)
+        self.idtr = (0, 0x3FF)
+        self.ldtr = (0, 0, 0xFFFF, 0)           # selector, base, limit, attr
+        self.tr = (0, 0, 0xFFFF, 0)
+        self.msr: dict[int, int] = {}
+        self.cpl = 0
+        self.bits = 16                          # CS.D: default operand/address size
+        self.flat = False                       # ES/CS/SS/DS all base 0, limit 4 GiB
+        self.halted = False
+        self.icount = 0                         # instructions retired (also the TSC)
+        self.tsc_offset = 0
+        self.irq_line = None                    # callable returning a vector or None
+        self.inhibit_irq = False                # the STI / MOV SS interrupt shadow
+        self.tlb_r: dict[int, int] = {}
+        self.tlb_w: dict[int, int] = {}
+        self._tlbs = {False: ({}, {}), True: ({}, {})}
+        self.blocks = BlockCache(self)
+        self.helpers = Helpers(self)
+        self.exception_hook = None              # bare-metal runs: (cpu, exc) -> handled?
+        self.trace = None                       # callable(cpu, insn) per instruction when set
+
+    # -- flags --------------------------------------------------------------
+    def get_eflags(self) -> int:
+        return self.eflags | fl.eval_flags(*self.lazy)
+
+    def set_eflags(self, value: int) -> None:
+        self.eflags = (value & fl.DEFINED & ~fl.ARITH) | fl.RESERVED_ONE
+        self.lazy = (fl.K_RAW, 0, value & fl.ARITH, 0)
+
+    # -- segments (flat loads; the protection layer replaces these) ----------
+    def load_flat_segments(self, code_sel=0x08, data_sel=0x10) -> None:
+        """Protected mode, 32-bit, every segment base 0 limit 4 GiB: what a
+        static Linux program sees."""
+        self.cr0 |= CR0_PE
+        for s in range(6):
+            sel = code_sel if s == CS else data_sel
+            self.seg_sel[s] = sel | self.cpl
+            self.seg_base[s] = 0
+            self.seg_limit[s] = 0xFFFFFFFF
+            self.seg_attr[s] = 0xC09B if s == CS else 0xC093
+        self.bits = 32
+        self.mode_changed()
+
+    def mode_changed(self) -> None:
+        """Segment, CPL or paging state changed: pick the block set and TLB
+        that match it."""
+        self.flat = all(self.seg_base[s] == 0 and self.seg_limit[s] == 0xFFFFFFFF
+                        for s in (ES, CS, SS, DS))
+        self.tlb_r, self.tlb_w = self._tlbs[self.cpl == 3]
+        self.blocks.select_mode()
+
+    # -- TLB and address translation -----------------------------------------
+    def flush_tlb(self, keep_global: bool = False) -> None:
+        for r, w in self._tlbs.values():
+            if keep_global and self.cr4 & CR4_PGE and self.cr0 & CR0_PG:
+                for t in (r, w):
+                    for vpn in [v for v in t if t[v] & 1 == 0]:
+                        del t[vpn]
+            else:
+                r.clear()
+                w.clear()
+        self.blocks.paging_changed()
+
+    def invlpg(self, lin: int) -> None:
+        vpn = lin >> PAGE_SHIFT
+        for r, w in self._tlbs.values():
+            r.pop(vpn, None)
+            w.pop(vpn, None)
+
+    def translate(self, lin: int, write: bool, user: bool | None = None) -> int:
+        """Linear -> physical address, raising #PF as the page walk would."""
+        if not self.cr0 & CR0_PG:
+            return lin
+        if user is None:
+            user = self.cpl == 3
+        pde_addr = (self.cr3 & 0xFFFFF000) | (lin >> 20 & 0xFFC)
+        pde = self.mem.read(pde_addr, 4)
+        err = (2 if write else 0) | (4 if user else 0)
+        if not pde & PTE_P:
+            raise self._page_fault(lin, err)
+        if pde & PTE_PS and self.cr4 & CR4_PSE:
+            self._check_access(pde, pde, lin, write, user, err)
+            new = pde | PTE_A | (PTE_D if write else 0)
+            if new != pde:
+                self.mem.write(pde_addr, 4, new)
+            return (pde & 0xFFC00000) | (lin & 0x3FFFFF)
+        pte_addr = (pde & 0xFFFFF000) | (lin >> 10 & 0xFFC)
+        pte = self.mem.read(pte_addr, 4)
+        if not pte & PTE_P:
+            raise self._page_fault(lin, err)
+        self._check_access(pde, pte, lin, write, user, err)
+        if not pde & PTE_A:
+            self.mem.write(pde_addr, 4, pde | PTE_A)
+        new = pte | PTE_A | (PTE_D if write else 0)
+        if new != pte:
+            self.mem.write(pte_addr, 4, new)
+        return (pte & 0xFFFFF000) | (lin & 0xFFF)
+
+    def _check_access(self, pde, pte, lin, write, user, err):
+        # The effective U/S and R/W are the AND of both levels (SDM Vol. 3 4.6).
+        if user and not (pde & pte & PTE_U):
+            raise self._page_fault(lin, err | 1)
+        if write and not (pde & pte & PTE_W) and (user or self.cr0 & CR0_WP):
+            raise self._page_fault(lin, err | 1)
+
+    def _page_fault(self, lin: int, err: int) -> CPUException:
+        self.cr2 = lin
+        return CPUException(PF, err)
+
+    def _fill(self, lin: int, write: bool) -> int:
+        """Translate and, where the page is plain RAM, enter it in the TLB.
+        Returns the physical page base."""
+        phys = self.translate(lin & 0xFFFFF000, write)
+        ppn = phys >> PAGE_SHIFT
+        mem = self.mem
+        if ppn not in mem.device_pages and phys + 4096 <= mem.size:
+            vpn = lin >> PAGE_SHIFT
+            self.tlb_r[vpn] = phys
+            if write and not self.blocks.holds_code(ppn):
+                self.tlb_w[vpn] = phys
+        return phys
+
+    def read_slow(self, lin: int, size: int) -> int:
+        off = lin & 0xFFF
+        if off + size > 4096:
+            return self._read_split(lin, size)
+        return self.mem.read(self._fill(lin, False) | off, size)
+
+    def _read_split(self, lin: int, size: int) -> int:
+        value = 0
+        for i in range(size):
+            a = (lin + i) & 0xFFFFFFFF
+            value |= self.mem.read(self._fill(a, False) | (a & 0xFFF), 1) << (8 * i)
+        return value
+
+    def write_slow(self, lin: int, size: int, value: int) -> None:
+        off = lin & 0xFFF
+        if off + size > 4096:
+            # Translate both pages before writing either: no half-done write on #PF.
+            first = self._fill(lin, True)
+            second = self._fill((lin + size) & 0xFFFFFFFF, True)
+            for i in range(size):
+                a = lin + i
+                base = first if (a >> PAGE_SHIFT) == (lin >> PAGE_SHIFT) else second
+                self._write_phys(base | (a & 0xFFF), 1, (value >> (8 * i)) & 0xFF)
+            return
+        self._write_phys(self._fill(lin, True) | off, size, value)
+
+    def _write_phys(self, phys: int, size: int, value: int) -> None:
+        ppn = phys >> PAGE_SHIFT
+        if self.blocks.holds_code(ppn):
+            self.blocks.invalidate_page(ppn)
+        self.mem.write(phys, size, value)
+
+    def fetch(self, lin: int, size: int) -> bytes:
+        """Instruction bytes from `lin`, up to `size`, stopping at the first
+        page that cannot be fetched once at least one byte is in hand."""
+        out = bytearray()
+        while len(out) < size:
+            a = (lin + len(out)) & 0xFFFFFFFF
+            try:
+                phys = self.translate(a, False)
+            except CPUException:
+                if out:
+                    break
+                raise
+            n = min(size - len(out), 4096 - (a & 0xFFF))
+            if phys >> PAGE_SHIFT in self.mem.device_pages or phys + n > self.mem.size:
+                out += bytes(self.mem.read(phys + i, 1) for i in range(n))
+            else:
+                out += self.mem.view[phys:phys + n]
+        return bytes(out)
+
+    # -- system tables ---------------------------------------------------------------
+    def read_system(self, lin: int, size: int) -> int:
+        """A read the processor makes for itself (descriptor tables, TSS):
+        supervisor access whatever the CPL."""
+        value = 0
+        for i in range(size):
+            a = (lin + i) & 0xFFFFFFFF
+            value |= self.mem.read(self.translate(a, False, user=False), 1) << (8 * i)
+        return value
+
+    def write_system(self, lin: int, size: int, value: int) -> None:
+        for i in range(size):
+            a = (lin + i) & 0xFFFFFFFF
+            self._write_phys(self.translate(a, True, user=False), 1, (value >> (8 * i)) & 0xFF)
+
+    def load_segment(self, seg: int, selector: int) -> None:
+        segmentation.load_segment(self, seg, selector)
+
+    def write_cr(self, n: int, value: int) -> None:
+        value &= 0xFFFFFFFF
+        if n == 0:
+            if value & CR0_PG and not value & CR0_PE or value & CR0_NW and not value & CR0_CD:
+                raise fault(GP, 0)
+            changed = self.cr0 ^ value
+            self.cr0 = value | CR0_ET
+            if changed & (CR0_PG | CR0_WP | CR0_PE):
+                self.flush_tlb()
+                self.mode_changed()
+        elif n == 2:
+            self.cr2 = value
+        elif n == 3:
+            self.cr3 = value & 0xFFFFF018
+            self.flush_tlb(keep_global=True)
+        elif n == 4:
+            if value & ~0x3FF:
+                raise fault(GP, 0)
+            changed = self.cr4 ^ value
+            self.cr4 = value
+            if changed & (CR4_PSE | CR4_PGE):
+                self.flush_tlb()
+        else:
+            raise fault(UD)
+
+    def io_bitmap_allows(self, port: int, size: int) -> bool:
+        """The TSS I/O permission bitmap (SDM Vol. 1 18.5.2)."""
+        _, base, limit, attr = self.tr
+        if self.tr[0] & ~3 == 0 or limit < 0x67:
+            return False
+        offset = self.read_system(base + 0x66, 2)
+        byte = offset + (port >> 3)
+        if byte + 1 > limit:
+            return False
+        bits = self.read_system(base + byte, 2)
+        mask = ((1 << size) - 1) << (port & 7)
+        return not bits & mask
+
+    # Far transfers, IRET and the descriptor-table instructions are the
+    # protection layer's; until it is installed they are not available.
+    def far_jump(self, selector: int, offset: int) -> None:
+        raise fault(GP, selector & 0xFFFC)
+
+    def far_call(self, selector: int, offset: int, next_eip: int, size: int) -> None:
+        raise fault(GP, selector & 0xFFFC)
+
+    def far_ret(self, size: int, release: int) -> None:
+        raise fault(GP, 0)
+
+    def iret(self, size: int) -> None:
+        raise fault(GP, 0)
+
+    def system_instruction(self, insn) -> None:
+        raise fault(UD)
+
+    # -- port I/O ---------------------------------------------------------------
+    def port_in(self, port: int, size: int) -> int:
+        return self.io.read(port & 0xFFFF, size)
+
+    def port_out(self, port: int, size: int, value: int) -> None:
+        self.io.write(port & 0xFFFF, size, value)
+
+    # -- running ------------------------------------------------------------------
+    def step(self) -> None:
+        """Execute one block (or one instruction with the cache off)."""
+        self.blocks.run_one()
+
+    def run(self, max_instructions: int | None = None) -> str:
+        """Run until HLT with nothing to wake it, or an unhandled exception,
+        or `max_instructions`.  Returns why it stopped."""
+        limit = None if max_instructions is None else self.icount + max_instructions
+        run_one = self.blocks.run_one
+        try:
+            while limit is None or self.icount < limit:
+                if self.halted:
+                    return "halt"
+                try:
+                    run_one()
+                except CPUException as exc:
+                    if not self.raise_exception(exc):
+                        self.stop_reason = f"unhandled {exc} at eip {self.eip:#010x}"
+                        return "exception"
+        except StopExecution as stop:
+            self.stop_reason = str(stop)
+            return "stop"
+        return "limit"
+
+    def raise_exception(self, exc: CPUException) -> bool:
+        """Deliver an exception or software interrupt.  Until the protection
+        layer installs IDT delivery, a bare CPU offers it to exception_hook."""
+        if self.exception_hook is not None:
+            return bool(self.exception_hook(self, exc))
+        return False
+
+    def cpuid(self, leaf: int) -> tuple[int, int, int, int]:
+        return CPUID.get(leaf, CPUID[max(k for k in CPUID if k < 0x80000000)] if leaf < 0x80000000
+                         else (0, 0, 0, 0))
+
+    def rdtsc(self) -> int:
+        return (self.icount + self.tsc_offset) & 0xFFFFFFFFFFFFFFFF
+
+
+class StopExecution(Exception):
+    """Raised by a hook (exit system call, debugger) to end `run` cleanly."""
+
+
+# CPUID: a P6-class integer processor.  Leaf 1 EDX: TSC (4), MSR (5), CX8 (8),
+# CMOV (15); no FPU (0), no MMX/SSE, so software never uses what we lack.
+CPUID_VENDOR = b"PyLguestCPU!"
+CPUID = {
+    0: (1, int.from_bytes(CPUID_VENDOR[0:4], "little"), int.from_bytes(CPUID_VENDOR[8:12], "little"),
+        int.from_bytes(CPUID_VENDOR[4:8], "little")),
+    1: (0x00000633, 0, 0, (1 << 4) | (1 << 5) | (1 << 8) | (1 << 15)),
+    0x80000000: (0x80000000, 0, 0, 0),
+}

@@ -1,0 +1,144 @@
+"""Physical memory: one numpy uint8 array, as the machine's RAM chips.
+
+Bulk work (loading images, snapshots, comparing states) goes through numpy;
+the CPU's hot path reads and writes through `view`, a memoryview alias of the
+same buffer, because indexing a memoryview costs a fraction of indexing a
+numpy array from Python.  Ranges claimed by devices (memory-mapped I/O, ROM)
+are never entered in the CPU's TLB, so every access to them comes through
+`read`/`write` here and reaches the device's hooks.
+"""
+from __future__ import annotations
+
+import struct
+from typing import Callable
+
+import numpy as np
+
+PAGE_SIZE = 4096
+PAGE_SHIFT = 12
+
+_UNPACK = {1: struct.Struct("<B").unpack_from, 2: struct.Struct("<H").unpack_from,
+           4: struct.Struct("<I").unpack_from, 8: struct.Struct("<Q").unpack_from}
+_PACK = {1: struct.Struct("<B").pack_into, 2: struct.Struct("<H").pack_into,
+         4: struct.Struct("<I").pack_into, 8: struct.Struct("<Q").pack_into}
+
+
+class Device:
+    """A memory-mapped region.  Subclasses override read/write; offsets are
+    relative to the region's start."""
+
+    def read(self, offset: int, size: int) -> int:
+        return (1 << (size * 8)) - 1
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        pass
+
+
+class ROM(Device):
+    """Read-only memory: writes are dropped, as the chip would ignore them."""
+
+    def __init__(self, data: bytes):
+        self.data = bytes(data)
+
+    def read(self, offset: int, size: int) -> int:
+        return int.from_bytes(self.data[offset:offset + size], "little")
+
+
+class PhysicalMemory:
+    def __init__(self, size: int):
+        if size <= 0 or size % PAGE_SIZE:
+            raise ValueError(f"memory size must be a positive multiple of {PAGE_SIZE}")
+        self.size = size
+        self.ram = np.zeros(size, dtype=np.uint8)
+        self.view = memoryview(self.ram).cast("B")
+        self.regions: list[tuple[int, int, Device]] = []
+        self.device_pages: set[int] = set()     # page numbers never cached in a TLB
+
+    # -- devices -----------------------------------------------------------
+    def map_device(self, start: int, length: int, device: Device) -> None:
+        self.regions.append((start, start + length, device))
+        first, last = start >> PAGE_SHIFT, (start + length - 1) >> PAGE_SHIFT
+        self.device_pages.update(range(first, last + 1))
+
+    def _device_at(self, addr: int):
+        for start, end, device in self.regions:
+            if start <= addr < end:
+                return start, device
+        return None
+
+    # -- access through hooks (the slow path) -------------------------------
+    def read(self, addr: int, size: int) -> int:
+        if addr >> PAGE_SHIFT in self.device_pages:
+            hit = self._device_at(addr)
+            if hit is not None:
+                return hit[1].read(addr - hit[0], size)
+        if addr + size > self.size:
+            return self._read_beyond(addr, size)
+        return _UNPACK[size](self.view, addr)[0]
+
+    def write(self, addr: int, size: int, value: int) -> None:
+        if addr >> PAGE_SHIFT in self.device_pages:
+            hit = self._device_at(addr)
+            if hit is not None:
+                hit[1].write(addr - hit[0], size, value)
+                return
+        if addr + size > self.size:
+            self._write_beyond(addr, size, value)
+            return
+        _PACK[size](self.view, addr, value & ((1 << (size * 8)) - 1))
+
+    def _read_beyond(self, addr: int, size: int) -> int:
+        # Nothing answers above the end of RAM: the bus floats high.
+        value = 0
+        for i in range(size):
+            a = addr + i
+            byte = self.view[a] if a < self.size else 0xFF
+            value |= byte << (8 * i)
+        return value
+
+    def _write_beyond(self, addr: int, size: int, value: int) -> None:
+        for i in range(size):
+            if addr + i < self.size:
+                self.view[addr + i] = (value >> (8 * i)) & 0xFF
+
+    # -- bulk --------------------------------------------------------------
+    def load(self, addr: int, data: bytes) -> None:
+        if addr < 0 or addr + len(data) > self.size:
+            raise ValueError(f"{len(data)} bytes at {addr:#x} do not fit in {self.size:#x} bytes of RAM")
+        self.ram[addr:addr + len(data)] = np.frombuffer(bytes(data), dtype=np.uint8)
+
+    def dump(self, addr: int, length: int) -> bytes:
+        return self.ram[addr:addr + length].tobytes()
+
+    def snapshot(self) -> np.ndarray:
+        return self.ram.copy()
+
+    def restore(self, snap: np.ndarray) -> None:
+        self.ram[:] = snap
+
+
+class IOBus:
+    """The I/O port space: 65536 byte ports; a handler may claim a range.
+    Unclaimed ports read as all ones and ignore writes, as on a PC."""
+
+    def __init__(self):
+        self.readers: dict[int, Callable[[int, int], int]] = {}
+        self.writers: dict[int, Callable[[int, int, int], None]] = {}
+
+    def register(self, port: int, count: int = 1, read=None, write=None) -> None:
+        for p in range(port, port + count):
+            if read is not None:
+                self.readers[p] = read
+            if write is not None:
+                self.writers[p] = write
+
+    def read(self, port: int, size: int) -> int:
+        handler = self.readers.get(port)
+        if handler is None:
+            return (1 << (size * 8)) - 1
+        return handler(port, size) & ((1 << (size * 8)) - 1)
+
+    def write(self, port: int, size: int, value: int) -> None:
+        handler = self.writers.get(port)
+        if handler is not None:
+            handler(port, size, value & ((1 << (size * 8)) - 1))
