@@ -5,8 +5,10 @@ It is what `python -m x86core run` uses to put real compiled programs on the
 CPU without the hypervisor: the process image and initial stack follow the
 i386 System V ABI and Linux's binfmt_elf (argc, argv, envp, auxv with
 AT_PHDR AT_PHNUM AT_PAGESZ AT_ENTRY AT_RANDOM); the GDT uses Linux's i386
-layout (user code 0x73, user data 0x7B, TLS entries 6-8).  Paging is off:
-linear addresses are physical.  The full system-call set lives in the
+layout (user code 0x73, user data 0x7B, TLS entries 6-8).  Paging is on,
+identity-mapped (linear == physical) but only where the process has memory:
+its segments (text read-only), the break and the stack, so a stray access
+is a #PF and ends the program with SIGSEGV as on Linux.  The full system-call set lives in the
 Guest kernel (lguest_guest); here it is write, writev, exit, exit_group,
 brk and set_thread_area, and -ENOSYS for everything else.
 """
@@ -24,6 +26,9 @@ from .segmentation import make_descriptor
 ENOSYS, EFAULT, EINVAL, EBADF, ESRCH = 38, 14, 22, 9, 3
 GDT_BASE = 0x1000
 GDT_ENTRIES = 32
+PAGE_DIRECTORY = 0x2000
+PAGE_TABLES = 0x3000            # up to 64 page tables follow the directory
+STACK_SIZE = 8 << 20
 USER_CS, USER_DS = 14 << 3 | 3, 15 << 3 | 3
 TLS_MIN, TLS_MAX = 6, 8
 STACK_TOP = 0x0FFFF000
@@ -54,16 +59,23 @@ class Process:
     # -- image and stack --------------------------------------------------------------------
     def _load(self, argv, env):
         cpu, mem, image = self.cpu, self.cpu.mem, self.image
+        self.next_table = PAGE_TABLES
         for seg in image.loads:
-            if seg.vaddr + seg.memsz > STACK_TOP - (1 << 20):
-                raise ELFError(f"segment at {seg.vaddr:#x} does not fit below the stack")
+            if seg.vaddr < 0x100000 or seg.vaddr + seg.memsz > STACK_TOP - STACK_SIZE:
+                raise ELFError(f"segment at {seg.vaddr:#x} is outside the user address range "
+                               f"{0x100000:#x}-{STACK_TOP - STACK_SIZE:#x}")
             mem.load(seg.vaddr, image.segment_bytes(seg))
+            self.map_range(seg.vaddr, seg.memsz, writable=bool(seg.flags & 2))
+        self.map_range(STACK_TOP - STACK_SIZE, STACK_SIZE, writable=True)
+        self.map_range(GDT_BASE, 8 * GDT_ENTRIES, writable=True, user=False)
         self.brk = self.brk_start = (image.end + 0xFFF) & ~0xFFF
         gdt = bytearray(8 * GDT_ENTRIES)
         struct.pack_into("<Q", gdt, 8 * 14, make_descriptor(0, 0xFFFFFFFF, 0xFB))
         struct.pack_into("<Q", gdt, 8 * 15, make_descriptor(0, 0xFFFFFFFF, 0xF3))
         mem.load(GDT_BASE, bytes(gdt))
         cpu.gdtr = (GDT_BASE, 8 * GDT_ENTRIES - 1)
+        cpu.write_cr(3, PAGE_DIRECTORY)
+        cpu.write_cr(0, cpu.cr0 | 0x80010001)         # PE, WP, PG
         cpu.cpl = 3
         cpu.load_flat_segments(USER_CS & ~3, USER_DS & ~3)
         cpu.seg_sel[4] = cpu.seg_sel[5] = 0
@@ -71,6 +83,24 @@ class Process:
         cpu.regs[4] = self._build_stack(argv, env)
         cpu.eip = image.entry
         cpu.exception_hook = self._exception
+
+    def map_range(self, start: int, length: int, writable: bool, user: bool = True) -> None:
+        """Identity-map [start, start+length), for ring 3 unless `user` is False."""
+        mem = self.cpu.mem
+        flags = 0x1 | (0x4 if user else 0) | (0x2 if writable else 0)
+        for page in range(start >> 12, (start + length + 0xFFF) >> 12):
+            pde_addr = PAGE_DIRECTORY + 4 * (page >> 10)
+            pde = mem.read(pde_addr, 4)
+            if not pde & 1:
+                if self.next_table >= PAGE_TABLES + 64 * 4096:
+                    raise ELFError("address space too scattered for the bare-CPU loader")
+                pde = self.next_table | 0x7
+                self.next_table += 4096
+                mem.write(pde_addr, 4, pde)
+            pte_addr = (pde & ~0xFFF) + 4 * (page & 0x3FF)
+            old = mem.read(pte_addr, 4)
+            mem.write(pte_addr, 4, page << 12 | flags | (old & 0x2))
+        self.cpu.flush_tlb()
 
     def _build_stack(self, argv, env) -> int:
         mem = self.cpu.mem
@@ -137,13 +167,16 @@ class Process:
             return -EFAULT
 
     def user_read(self, addr: int, length: int) -> bytes:
-        return bytes(self.cpu.read_slow((addr + i) & 0xFFFFFFFF, 1) for i in range(length)) \
-            if length < 64 else self._bulk_read(addr, length)
-
-    def _bulk_read(self, addr, length):
-        if addr + length > self.cpu.mem.size:
-            raise CPUException(PF, 4)
-        return self.cpu.mem.dump(addr, length)
+        """Bytes of user memory as the process may read them: page by page
+        through its page tables (a bad pointer is -EFAULT, not a crash)."""
+        out = bytearray()
+        cpu = self.cpu
+        while len(out) < length:
+            a = (addr + len(out)) & 0xFFFFFFFF
+            phys = cpu.translate(a, False, user=True)
+            n = min(length - len(out), 4096 - (a & 0xFFF))
+            out += cpu.mem.dump(phys, n)
+        return bytes(out)
 
     def sys_exit(self, status, *_):
         self.exit_status = status & 0xFF
@@ -170,10 +203,11 @@ class Process:
         return total
 
     def sys_brk(self, addr, *_):
-        if addr and self.brk_start <= addr < STACK_TOP - (8 << 20):
+        if addr and self.brk_start <= addr < STACK_TOP - STACK_SIZE:
             new = addr
             if new > self.brk:
                 self.cpu.mem.ram[self.brk:new] = 0
+                self.map_range(self.brk, new - self.brk, writable=True)
             self.brk = new
         return self.brk
 
@@ -185,6 +219,7 @@ class Process:
                           if not self.cpu.read_system(GDT_BASE + 8 * e, 8)), -1)
             if entry < 0:
                 return -ESRCH
+            self.cpu.translate(uinfo, True, user=True)
             self.cpu.write_system(uinfo, 4, entry)
         if not TLS_MIN <= entry <= TLS_MAX:
             return -EINVAL

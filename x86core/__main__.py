@@ -1,0 +1,179 @@
+"""Command line of the x86core machine.
+
+    python -m x86core disasm FILE [--base ADDR] [--16]   objdump-style listing of a flat file
+    python -m x86core disasm --hex "cd 80"                the same for bytes given in hex
+    python -m x86core asm "mov eax, 1; int 0x80"          assemble Intel syntax, print hex
+    python -m x86core run PROG [ARGS...]                  a static i386 ELF on the bare CPU
+    python -m x86core demo                                the bundled demo program, explained
+
+Errors (a malformed ELF, an unreadable file, bad assembly) are one line on
+stderr and a non-zero exit status, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+SAMPLE = Path(__file__).resolve().parent / "samples" / "demo"
+
+
+def _int(text: str) -> int:
+    return int(text, 0)
+
+
+def cmd_disasm(args) -> int:
+    from .disasm import format_listing
+    if args.hex is not None:
+        try:
+            code = bytes.fromhex(args.hex.replace(",", " "))
+        except ValueError as e:
+            return _fail(f"--hex: {e}")
+    elif args.file:
+        try:
+            code = Path(args.file).read_bytes()
+        except OSError as e:
+            return _fail(f"{args.file}: {e.strerror}")
+    else:
+        return _fail("disasm needs FILE or --hex BYTES")
+    listing = format_listing(code, base=args.base, bits=16 if args.sixteen else 32)
+    sys.stdout.write(listing if listing.endswith("\n") or not listing else listing + "\n")
+    return 0
+
+
+def cmd_asm(args) -> int:
+    from .asm import AsmError, asm
+    try:
+        code = asm(args.text.replace("\\n", "\n"), base=args.base, bits=16 if args.sixteen else 32)
+    except AsmError as e:
+        return _fail(f"asm: {e}")
+    print(code.hex(" "))
+    return 0
+
+
+def _process(args, path: str, argv: list[str]):
+    from .elf import ELFError
+    from .linux import Process
+    try:
+        if args.base is not None:
+            return _flat_process(path, argv, args.base, not args.no_cache)
+        return Process(path, argv, _environment(args), cache=not args.no_cache)
+    except OSError as e:
+        raise SystemExit(_fail(f"{path}: {e.strerror or e}"))
+    except ELFError as e:
+        raise SystemExit(_fail(f"{path}: malformed ELF: {e}"))
+
+
+def _environment(args) -> list[str]:
+    return [e for e in args.env] if args.env else []
+
+
+def _flat_process(path, argv, base, cache):
+    """A flat binary loaded at --base and entered there, with the same stack
+    and system calls as an ELF program."""
+    from . import linux
+    data = Path(path).read_bytes()
+    proc = linux.Process.__new__(linux.Process)
+    from .elf import ELFImage, Segment, PT_LOAD, PF_R, PF_W, PF_X
+    seg = Segment(PT_LOAD, 0, base, len(data), len(data) + 0x10000, PF_R | PF_W | PF_X, 4096)
+    image = ELFImage(base, 0, 32, 0, (seg,), data)
+    proc.image = image
+    proc.cpu = linux.CPU(linux.MEMORY)
+    proc.cpu.blocks.enabled = cache
+    proc.stdout, proc.stderr = sys.stdout.buffer, sys.stderr.buffer
+    proc.exit_status, proc.reason, proc.syscalls = None, "", 0
+    proc._load(argv, [])
+    return proc
+
+
+def cmd_run(args) -> int:
+    proc = _process(args, args.prog, [args.argv0 or args.prog] + args.args)
+    if args.trace:
+        from .disasm import format_instruction
+        def trace(cpu, insn):
+            print(f"{cpu.eip:08x}: {format_instruction(insn, cpu.eip)}", file=sys.stderr)
+        proc.cpu.trace = trace
+    start = time.perf_counter()
+    status = proc.run(args.max_instructions)
+    elapsed = time.perf_counter() - start
+    if proc.reason and not proc.reason.startswith("exit("):
+        print(f"x86core: {proc.reason}", file=sys.stderr)
+    if args.stats:
+        cpu = proc.cpu
+        print(f"x86core: {cpu.icount} instructions in {elapsed:.3f} s = "
+              f"{cpu.icount / elapsed / 1e6:.2f} MIPS; {cpu.blocks.compiled} blocks compiled; "
+              f"{proc.syscalls} system calls", file=sys.stderr)
+    return status
+
+
+def cmd_demo(args) -> int:
+    from .disasm import disassemble
+    from .elf import parse_elf
+    from .linux import Process
+    print("x86core demo: a static i386 Linux program (tests/programs/demo.c, built with\n"
+          "gcc -m32 -ffreestanding -nostdlib -static) runs on the pure-Python i386 CPU:\n"
+          "flat protected mode, ring 3, int 0x80 system calls, the block cache on.\n")
+    image = parse_elf(SAMPLE.read_bytes())
+    seg = next(s for s in image.loads if s.vaddr <= image.entry < s.vaddr + s.memsz)
+    code = image.segment_bytes(seg)[image.entry - seg.vaddr:][:24]
+    print("Its first instructions, from the decoder and disassembler:")
+    for addr, raw, text in list(disassemble(code, base=image.entry))[:6]:
+        print(f"  {addr:8x}:  {raw.hex(' '):<20s} {text}")
+    print("\nIts output:")
+    sys.stdout.flush()
+    proc = Process(str(SAMPLE), ["demo"], [])
+    start = time.perf_counter()
+    status = proc.run()
+    elapsed = time.perf_counter() - start
+    cpu = proc.cpu
+    print(f"\nexit status {status}; {cpu.icount:,} instructions in {elapsed:.2f} s "
+          f"({cpu.icount / elapsed / 1e6:.2f} MIPS), {cpu.blocks.compiled} blocks compiled, "
+          f"{proc.syscalls} system calls.")
+    return status
+
+
+def _fail(message: str) -> int:
+    print(f"x86core: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m x86core", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("disasm", help="disassemble a flat binary or hex bytes")
+    p.add_argument("file", nargs="?")
+    p.add_argument("--hex")
+    p.add_argument("--base", type=_int, default=0)
+    p.add_argument("--16", dest="sixteen", action="store_true", help="16-bit code")
+    p.set_defaults(fn=cmd_disasm)
+    p = sub.add_parser("asm", help="assemble Intel-syntax text (';' separates lines)")
+    p.add_argument("text")
+    p.add_argument("--base", type=_int, default=0)
+    p.add_argument("--16", dest="sixteen", action="store_true")
+    p.set_defaults(fn=cmd_asm)
+    p = sub.add_parser("run", help="run a static i386 ELF (or flat binary) on the bare CPU")
+    p.add_argument("prog")
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    p.add_argument("--base", type=_int, default=None, help="load a flat binary here and enter it")
+    p.add_argument("--trace", action="store_true", help="print each instruction executed (stderr)")
+    p.add_argument("--no-cache", action="store_true", help="turn the block cache off")
+    p.add_argument("--stats", action="store_true", help="instructions, MIPS, blocks (stderr)")
+    p.add_argument("--env", action="append", help="KEY=VALUE for the program's environment")
+    p.add_argument("--argv0", help="the program's argv[0] (default: PROG as given)")
+    p.add_argument("--max-instructions", type=int, default=None)
+    p.set_defaults(fn=cmd_run)
+    p = sub.add_parser("demo", help="run the bundled demo program")
+    p.set_defaults(fn=cmd_demo)
+    args = parser.parse_args(argv)
+    try:
+        return args.fn(args)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
