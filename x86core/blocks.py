@@ -7,8 +7,9 @@ source, compiled once) with the registers in locals.
 
 Blocks are found by linear address within a set chosen by the mode bits that
 change what the bytes mean (code size, CPL, flat segments, stack size, CS
-base), and each remembers the physical address it was compiled from: a
-lookup whose page now maps elsewhere recompiles, so a remapped page never
+base), and each remembers the physical address it was compiled from (and,
+for a block that runs onto a second page, that page's physical page too): a
+lookup whose pages now map elsewhere recompiles, so a remapped page never
 runs stale code.  Physical pages holding compiled code are kept out of the
 write TLB; the first write to one lands in the slow path, which drops that
 page's blocks (self-modifying code).  A write into the block that is running
@@ -50,10 +51,14 @@ _FAR = frozenset({"jmp", "call"})
 
 
 class Block:
-    __slots__ = ("fn", "phys", "count", "source", "insns", "span")
+    __slots__ = ("fn", "phys", "count", "source", "insns", "span", "tail")
 
     def __init__(self, fn, phys, count, source, insns):
         self.fn, self.phys, self.count, self.source, self.insns = fn, phys, count, source, insns
+        self.span = 1
+        # (linear, physical) page numbers of the block's last byte when it runs
+        # onto a second page, whose mapping is checked on every lookup too.
+        self.tail = None
 
 
 class BlockCache:
@@ -109,12 +114,12 @@ class BlockCache:
         phys = (page | lin & 0xFFF) if page is not None else cpu.translate(lin, False)
         if self.enabled and cpu.trace is None:
             block = self.current.get(lin)
-            if block is None or block.phys != phys:
+            if block is None or block.phys != phys or (block.tail is not None and not self._tail_holds(block)):
                 block = self.build(lin, phys, MAX_BLOCK)
                 self.current[lin] = block
                 self._protect(phys >> 12, self.current, lin)
-                if (phys + block.span - 1) >> 12 != phys >> 12:
-                    self._protect((phys + block.span - 1) >> 12, self.current, lin)
+                if block.tail is not None:
+                    self._protect(block.tail[1], self.current, lin)
             block.fn()
             return
         # Cache off: fetch and decode this one instruction every time.
@@ -129,6 +134,17 @@ class BlockCache:
         if cpu.trace is not None and insn.ok:
             cpu.trace(cpu, insn)
         block.fn()
+
+    def _tail_holds(self, block: Block) -> bool:
+        """Whether the second page of a page-crossing block still maps where it did."""
+        vpn, ppn = block.tail
+        page = self.cpu.tlb_r.get(vpn)
+        if page is None:
+            try:
+                page = self.cpu.translate(vpn << 12, False)
+            except CPUException:
+                return False        # rebuilt: the fetch fault belongs to its instruction
+        return page >> 12 == ppn
 
     # -- building ------------------------------------------------------------------------------
     def build(self, lin: int, phys: int, limit: int, code: bytes | None = None) -> Block:
@@ -171,14 +187,15 @@ class BlockCache:
         self.compiled += 1
         block = Block(fn, phys, len(insns), source, insns)
         block.span = pos if pos else 1
+        last = (lin + block.span - 1) & 0xFFFFFFFF
+        if last >> 12 != lin >> 12:
+            block.tail = (last >> 12, cpu.translate(last, False) >> 12)
         return block
 
     def _faulting_block(self, exc: CPUException, phys: int) -> Block:
         def raise_it():
             raise CPUException(exc.vector, exc.error_code)
-        block = Block(raise_it, phys, 0, "", [])
-        block.span = 1
-        return block
+        return Block(raise_it, phys, 0, "", [])
 
     def generate(self, insns):
         cpu = self.cpu

@@ -28,15 +28,20 @@ objdump's habits reproduced here:
     `pushw`/`pushd`, `callw`, `retw`, `iretw`, `pushaw`, `enterw`,
     `fnstenvw` ..., and always for SGDT/SIDT/LGDT/LIDT (`sgdtd`);
   * `xchg ax,ax` for 66 90, `shl eax,1` for D0-D3, `st`/`st(i)` for x87;
-  * an FWAIT immediately followed by an x87 instruction is printed as one
-    instruction with the `n` of the no-wait mnemonic dropped (`9b db e3`
-    is `finit`).
+  * FWAIT followed by an x87 instruction is one instruction, the `n` of the
+    no-wait mnemonic dropped (`9b db e3` is `finit`);
+  * where objdump does not know an instruction our decoder accepts (SALC,
+    the undocumented x87 aliases FSTP1, FCOM2, FXCH4 ... of `x87.py`) it
+    prints "(bad)" after all the prefixes, and so do we;
+  * a run of 14 prefixes is a line of its own, as objdump gives up there.
 
-Deliberately not reproduced: when prefixes precede an FWAIT that precedes an
-x87 instruction, objdump applies them to the x87 instruction; we print the
-FWAIT (with its prefixes) on its own line.  Where objdump does not know an
-instruction our decoder accepts (SALC, the undocumented x87 aliases FSTP1,
-FCOM2, FXCH4 ... listed in `x87.py`) objdump prints "(bad)", and so do we.
+Not reproduced: how many bytes objdump's own "(bad)" swallows (it prints
+what it fetched: `0f 04`, or `(bad)  [eax]` for a blank x87 memory form, or
+15 bytes for an instruction over the length limit) -- an undecodable
+encoding prints "(bad)" here and the sweep goes on one byte later, as the
+decoded form gives nothing more; and prefixes an instruction ignores on the
+i386 but later processors read as part of the opcode (F3 0F BC is `repz bsf`
+here, `tzcnt` to objdump; 66/F2/F3 0F 09 is `wbinvd` with a prefix).
 """
 from __future__ import annotations
 
@@ -56,6 +61,7 @@ _INDEX16 = ("bx+si", "bx+di", "bp+si", "bp+di", "si", "di", "bp", "bx")
 _REG_NAMES = {1: REG8_NAMES, 2: REG16_NAMES, 4: REG32_NAMES}
 _SEG_PREFIX = {0x26: 0, 0x2E: 1, 0x36: 2, 0x3E: 3, 0x64: 4, 0x65: 5}
 _PREFIX_BYTES = frozenset(_SEG_PREFIX) | {0x66, 0x67, 0xF0, 0xF2, 0xF3}
+_MAX_PREFIXES = 14      # objdump's limit (MAX_CODE_LENGTH - 1)
 
 # Opcodes whose mnemonic objdump suffixes with w (16-bit operands in 32-bit
 # code) or d (32-bit operands in 16-bit code).  The decoder's own 16-bit
@@ -80,8 +86,6 @@ _HLE_LOCKABLE = opcodes.LOCKABLE
 # objdump's names for what the decoder calls fneni ... (8087/287 leftovers).
 _X87_OBJDUMP_NAMES = {"fneni": "fneni(8087 only)", "fndisi": "fndisi(8087 only)",
                       "fnsetpm": "fnsetpm(287 only)"}
-_PLAIN_PREFIX_NAMES = {0x26: "es", 0x2E: "cs", 0x36: "ss", 0x3E: "ds", 0x64: "fs", 0x65: "gs",
-                       0xF0: "lock", 0xF2: "repnz", 0xF3: "repz"}
 # Decoded here, "(bad)" to objdump.
 _OBJDUMP_BAD_OPCODES = frozenset({0xD6})  # SALC
 
@@ -113,7 +117,7 @@ def _spec(insn: Instruction) -> str:
 def _uses_opsize(insn: Instruction, spec: str) -> bool:
     """Whether objdump counts the 0x66 prefix as used by this instruction."""
     op = insn.opcode
-    if op in (0x70, 0xEB) or 0x70 <= op <= 0x7F or 0xE0 <= op <= 0xE3:
+    if op == 0xEB or 0x70 <= op <= 0x7F or 0xE0 <= op <= 0xE3:
         return False        # rel8 branches, LOOP, JCXZ: objdump prints data16
     if op == 0x90:
         return insn.mnemonic != "pause"     # 66 90 is xchg ax,ax
@@ -182,7 +186,25 @@ def _uses_adsize(insn: Instruction) -> bool:
         return False        # objdump prints addr16 on moffs forms
     if op == 0xE3 or op == 0xD7 or _is_string(insn):
         return True
-    return any(o.kind == MEM for o in insn.operands)
+    for o in insn.operands:
+        if o.kind == MEM:
+            if insn.adsize == 16 or o.base >= 0 or o.index >= 0:
+                return True
+            # A 32-bit address with no base or index register: objdump counts
+            # the prefix as used only for the [eiz*1+disp32] it prints in
+            # 32-bit code.
+            return insn.sib >= 0 and _mode_bits(insn) == 32
+    return False
+
+
+def _plain_prefix_name(p: int, bits: int) -> str:
+    if p in _SEG_PREFIX:
+        return SEG_NAMES[_SEG_PREFIX[p]]
+    if p == 0x66:
+        return "data16" if bits == 32 else "data32"
+    if p == 0x67:
+        return "addr16" if bits == 32 else "addr32"
+    return {0xF0: "lock", 0xF2: "repnz", 0xF3: "repz"}[p]
 
 
 def _prefix_names(insn: Instruction, bits: int, spec: str) -> list[str]:
@@ -193,20 +215,7 @@ def _prefix_names(insn: Instruction, bits: int, spec: str) -> list[str]:
     for i, p in enumerate(prefixes):
         kind = "seg" if p in _SEG_PREFIX else p
         last[kind] = i
-    names: list[str | None] = []
-    for p in prefixes:
-        if p in _SEG_PREFIX:
-            names.append(SEG_NAMES[_SEG_PREFIX[p]])
-        elif p == 0x66:
-            names.append("data16" if bits == 32 else "data32")
-        elif p == 0x67:
-            names.append("addr16" if bits == 32 else "addr32")
-        elif p == 0xF0:
-            names.append("lock")
-        elif p == 0xF2:
-            names.append("repnz")
-        else:
-            names.append("repz")
+    names: list[str | None] = [_plain_prefix_name(p, bits) for p in prefixes]
     op = insn.opcode
     mem_dest = bool(insn.operands) and insn.operands[0].kind == MEM
     if "seg" in last:
@@ -274,12 +283,12 @@ def _mem_text(insn: Instruction, o: Operand, seg_shown: bool) -> str:
         if disp or mod:
             text += "+" + _hex(disp) if disp >= 0 else "-" + _hex(-disp)
         return f"{ptr}{seg}[{text}]"
-    if insn.sib < 0 and mod == 0 and rm == 5:
+    if not _bracketed(insn, o):
         return f"{ptr}{seg or 'ds:'}{_hex(disp & 0xFFFFFFFF)}"
     text = REG32_NAMES[o.base] if o.base >= 0 else ""
     if insn.sib >= 0:
         scale_bits = insn.sib >> 6
-        need_index = o.base < 0 and o.index < 0
+        need_index = o.base < 0 and o.index < 0 and _mode_bits(insn) == 32
         if scale_bits or need_index or o.index >= 0 or (o.base >= 0 and o.base != 4):
             if o.base >= 0:
                 text += "+"
@@ -288,6 +297,17 @@ def _mem_text(insn: Instruction, o: Operand, seg_shown: bool) -> str:
     if o.disp_size:
         text += "+" + _hex(disp) if disp >= 0 else "-" + _hex(-disp)
     return f"{ptr}{seg}[{text}]"
+
+
+def _bracketed(insn: Instruction, o: Operand) -> bool:
+    """Whether objdump prints a 32-bit address in brackets rather than as
+    `ds:0x1234`: it has a base or an index, or a SIB that objdump shows as
+    `[eiz*N+disp]` (scale above 1, or any scale in 32-bit code)."""
+    if o.base >= 0 or o.index >= 0:
+        return True
+    if insn.sib < 0:
+        return False
+    return _mode_bits(insn) == 32 or insn.sib >> 6 != 0
 
 
 def _branch_target(insn: Instruction, o: Operand, address: int) -> int:
@@ -339,12 +359,9 @@ def format_instruction(insn: Instruction, address: int = 0, *, fwait: bool = Fal
     `fwait` formats an x87 instruction preceded by FWAIT as objdump shows the
     pair: FNSTENV as FSTENV and so on.
     """
-    if _objdump_bad(insn):
-        return " ".join([_PLAIN_PREFIX_NAMES[p] if p in _PLAIN_PREFIX_NAMES
-                         else ("data16" if insn.opsize == 16 else "data32") if p == 0x66
-                         else ("addr16" if insn.adsize == 16 else "addr32")
-                         for p in insn.prefixes] + ["(bad)"])
     bits = _mode_bits(insn)
+    if _objdump_bad(insn):      # every prefix printed, none used
+        return " ".join([_plain_prefix_name(p, bits) for p in insn.prefixes] + ["(bad)"])
     spec = _spec(insn)
     prefixes = _prefix_names(insn, bits, spec)
     mnemonic = _mnemonic(insn, bits)
@@ -376,32 +393,42 @@ def disassemble(code, base: int = 0, bits: int = 32) -> Iterator[tuple[int, byte
     An undecodable encoding prints as "(bad)" and the sweep goes on one byte
     later.  Where the bytes run out inside an instruction, objdump prints the
     first byte on its own, as the prefix it names or as `.byte 0xNN`, and
-    goes on one byte later; so do we.
+    goes on one byte later; so do we.  Fourteen prefixes in a row print as
+    one line of prefix names, and FWAIT merges with a following x87
+    instruction, as in objdump.
     """
     code = bytes(code)
     pos = 0
     end = len(code)
     while pos < end:
+        run = 0
+        while run < _MAX_PREFIXES and pos + run < end and code[pos + run] in _PREFIX_BYTES:
+            run += 1
+        if run == _MAX_PREFIXES:
+            # objdump gives up after 14 prefixes and prints them as a line.
+            raw = code[pos:pos + run]
+            yield base + pos, raw, " ".join(_plain_prefix_name(p, bits) for p in raw)
+            pos += run
+            continue
         insn = decode(code, pos, bits)
         if isinstance(insn, Instruction):
-            if insn.opcode == 0x9B and not insn.prefixes:
-                # A run of bare FWAITs then an x87 instruction is one line.
-                nxt = pos + 1
-                while nxt < end and code[nxt] == 0x9B:
-                    nxt += 1
-                follow = decode(code, nxt, bits) if nxt < end else None
-                if isinstance(follow, Instruction) and 0xD8 <= follow.opcode <= 0xDF:
-                    length = nxt - pos + follow.length
-                    text = format_instruction(follow, base + nxt, fwait=True)
+            if insn.opcode == 0x9B:
+                merged = _fwait_x87(code, pos, insn, bits)
+                if merged == "truncated":
+                    insn = NeedMore(needed=1, have=insn.length)
+                elif merged is not None:
+                    length, x87_insn = merged
+                    text = format_instruction(x87_insn, base + pos, fwait=True)
                     yield base + pos, code[pos:pos + length], text
                     pos += length
                     continue
+        if isinstance(insn, Instruction):
             yield base + pos, insn.raw, format_instruction(insn, base + pos)
             pos += insn.length
         elif isinstance(insn, NeedMore):
             first = code[pos]
             if first in _PREFIX_BYTES:
-                text = _prefix_names(_prefix_only(first, bits), bits, "")[0]
+                text = _plain_prefix_name(first, bits)
             else:
                 text = f".byte {_hex(first)}"
             yield base + pos, code[pos:pos + 1], text
@@ -411,10 +438,37 @@ def disassemble(code, base: int = 0, bits: int = 32) -> Iterator[tuple[int, byte
             pos += 1
 
 
-def _prefix_only(byte: int, bits: int) -> Instruction:
-    """A placeholder instruction carrying one prefix, to name it."""
-    return Instruction(mnemonic="", operands=(), length=1, opsize=bits, adsize=bits,
-                       opcode=-1, prefixes=(byte,))
+def _fwait_x87(code: bytes, pos: int, fwait: Instruction, bits: int):
+    """objdump's view of FWAIT before an x87 instruction: one instruction.
+
+    objdump scans prefixes; an FWAIT met with no prefix before it is taken as
+    a prefix too and the scan goes on (up to a second FWAIT), while one met
+    after other prefixes ends the scan.  If an x87 escape comes next, all of
+    it is one instruction, the prefixes (wherever they stood) applying to the
+    x87 instruction.  Returns (length, the x87 instruction decoded with those
+    prefixes), None when objdump prints the FWAIT on its own, or "truncated"
+    when the code ends in what objdump takes for one instruction that began
+    with prefixes (it then prints just the first byte, as for any truncated
+    instruction).
+    """
+    prefixes = bytearray(fwait.prefixes)
+    at = pos + fwait.length
+    if prefixes and at >= len(code):
+        return "truncated"
+    if not prefixes:
+        while at < len(code) and code[at] in _PREFIX_BYTES:
+            prefixes.append(code[at])
+            at += 1
+        if at < len(code) and code[at] == 0x9B:
+            at += 1
+    if at >= len(code) or not 0xD8 <= code[at] <= 0xDF:
+        return None
+    insn = decode(bytes(prefixes) + code[at:at + 15], 0, bits)
+    if isinstance(insn, NeedMore) and fwait.prefixes:
+        return "truncated"
+    if not isinstance(insn, Instruction):
+        return None
+    return at - pos + insn.length - len(prefixes), insn
 
 
 def _address_width(base: int, size: int) -> int:
@@ -441,7 +495,10 @@ def format_listing(code, base: int = 0, bits: int = 32, octets_per_line: int = 7
         for start in range(0, len(raw), octets_per_line):
             chunk = raw[start:start + octets_per_line]
             hexbytes = "".join(f"{b:02x} " for b in chunk)
-            addr = f"{(address + start) & 0xFFFFFFFF:x}".rjust(width)
+            # objdump prints the address's last `width` hex digits, with
+            # leading zeros as spaces (so a wrapped section shows ff00:).
+            digits = f"{(address + start) & 0xFFFFFFFF:08x}"[8 - width:]
+            addr = digits.lstrip("0").rjust(width) if digits.strip("0") else "0".rjust(width)
             if start == 0:
                 lines.append(f"{addr}:\t{hexbytes:<{octets_per_line * 3}}\t{text}")
             else:

@@ -146,7 +146,10 @@ def condition_source(cc: int, kind: int, size: int) -> str | None:
     `condition()` will do."""
     sign = SIGN[size]
     positive = _CONDITION_SOURCES.get((kind, cc >> 1))
-    if positive is None:
+    if kind == K_RAW:
+        # fa holds the flags themselves; fr is not a result here.
+        positive = _RAW_CONDITIONS[cc >> 1]
+    elif positive is None:
         if cc >> 1 == 2:
             positive = "fr == 0"
         elif cc >> 1 == 4:
@@ -158,6 +161,13 @@ def condition_source(cc: int, kind: int, size: int) -> str | None:
     positive = positive.replace("SIGN", f"{sign:#x}")
     return f"not ({positive})" if cc & 1 else f"({positive})"
 
+
+_RAW_CONDITIONS = (
+    f"fa & {OF:#x}", f"fa & {CF:#x}", f"fa & {ZF:#x}", f"fa & {CF | ZF:#x}",
+    f"fa & {SF:#x}", f"fa & {PF:#x}",
+    f"(fa & {SF:#x} == 0) != (fa & {OF:#x} == 0)",
+    f"fa & {ZF:#x} or (fa & {SF:#x} == 0) != (fa & {OF:#x} == 0)",
+)
 
 _CONDITION_SOURCES = {
     # after SUB/CMP: unsigned and signed orderings of the inputs themselves

@@ -152,7 +152,9 @@ def alu(em, insn):
     place = em.operand(dst, insn)
     a = place.get()
     b = em.read(src, insn)
-    if b.startswith("("):
+    # A copy unless b is a constant or a register the result cannot overwrite
+    # (ADD EAX,EAX must keep the old EAX as the flags' second input).
+    if b.startswith("(") or (dst.kind == REG and b == f"r{dst.reg}"):
         bv = em.new("b")
         em.emit(f"{bv} = {b}")
         b = bv
@@ -245,8 +247,10 @@ def mul(em, insn):
     else:
         sign = SIGNS[size]
         em.emit(f"{p} = (({a} ^ {sign:#x}) - {sign:#x}) * (({bv} ^ {sign:#x}) - {sign:#x})")
-        lo_s = f"(({p} & {MASKS[size]:#x}) ^ {sign:#x}) - {sign:#x}"
-        over = f"{lo_s} != {p}"
+        # Overflow: the signed product does not fit the low half.  Decided
+        # here, on the signed product, before it is masked to the register pair.
+        over = em.new("o")
+        em.emit(f"{over} = ((({p} & {MASKS[size]:#x}) ^ {sign:#x}) - {sign:#x}) != {p}")
         em.emit(f"{p} &= {MASKS[size * 2]:#x}")
     lo = f"{p} & {MASKS[size]:#x}"
     if size == 1:
@@ -372,14 +376,16 @@ def shift(em, insn):
         ci = em.carry()
         w = em.new("w")
         body.append(f"{w} = {ci} << {bits} | {a}" if name == "rcl" else f"{w} = {a} << 1 | {ci}")
+        # OF is defined for a count of 1 only (SDM RCL/RCR); for every count
+        # we give the sign change, which is that for 1 and what Unicorn/QEMU give.
         if name == "rcl":
             body += [f"{w} = ({w} << {n} | {w} >> ({bits + 1} - {n})) & {(1 << (bits + 1)) - 1:#x}",
                      f"{r} = {w} & {mask:#x}", f"{c} = {w} >> {bits}",
-                     f"{o} = ({r} >> {bits - 1} ^ {c}) & 1"]
+                     f"{o} = ({a} ^ {r}) >> {bits - 1} & 1"]
         else:
             body += [f"{w} = ({w} >> {n} | {w} << ({bits + 1} - {n})) & {(1 << (bits + 1)) - 1:#x}",
                      f"{r} = {w} >> 1", f"{c} = {w} & 1",
-                     f"{o} = ({r} >> {bits - 1} ^ {r} >> {bits - 2}) & 1"]
+                     f"{o} = ({a} ^ {r}) >> {bits - 1} & 1"]
     guarded = cnt.kind != IMM
     if guarded:
         em.emit(f"if {n}:")
@@ -423,20 +429,24 @@ def shxd(em, insn):
     em.emit(f"{n} = {cnt.imm & 0x1F if cnt.kind == IMM else em.reg(1, 1) + ' & 0x1F'}")
     r, c, o = em.new("r"), em.new("c"), em.new("o")
     em.emit(f"if {n}:")
-    # Counts above the operand size are undefined for 16-bit operands; we
-    # shift the concatenation as processors do (the bits wrap through).
+    # The destination shifts through a concatenation with the source.  Counts
+    # above 16 are undefined for 16-bit operands; Intel processors (and QEMU)
+    # shift A:B:A, so the destination's own bits come round again: that is
+    # the 48-bit `w` below.  OF is defined for a count of 1 only; for every
+    # count it is the sign change of the last step, as QEMU computes it.
+    w = em.new("w")
     if insn.mnemonic == "shld":
-        w = em.new("w")
-        em.emit(f"{w} = ({a} << {bits} | {b}) << {n}", 1)
-        em.emit(f"{r} = ({w} >> {bits}) & {mask:#x}", 1)
-        em.emit(f"{c} = ({w} >> {2 * bits}) & 1", 1)
-        em.emit(f"{o} = ({r} ^ {a}) >> {bits - 1} & 1", 1)
+        wide = f"({a} << 32 | {b} << 16 | {a})" if bits == 16 else f"({a} << 32 | {b})"
+        em.emit(f"{w} = {wide} << ({n} - 1)", 1)      # after all but the last step
+        em.emit(f"{r} = ({w} >> 31) & {mask:#x}", 1)
+        em.emit(f"{c} = ({w} >> {31 + bits}) & 1", 1)
+        em.emit(f"{o} = ({r} >> {bits - 1} ^ {c}) & 1", 1)
     else:
-        w = em.new("w")
-        em.emit(f"{w} = ({b} << {bits} | {a}) >> ({n} - 1)", 1)
+        wide = f"({a} << 32 | {b} << 16 | {a})" if bits == 16 else f"({b} << 32 | {a})"
+        em.emit(f"{w} = {wide} >> ({n} - 1)", 1)      # after all but the last step
         em.emit(f"{c} = {w} & 1", 1)
         em.emit(f"{r} = ({w} >> 1) & {mask:#x}", 1)
-        em.emit(f"{o} = ({r} ^ {a}) >> {bits - 1} & 1", 1)
+        em.emit(f"{o} = ({w} ^ {r}) >> {bits - 1} & 1", 1)
     _shift_result(em, place, r, c, o, "shl", size, True)
 
 
@@ -454,7 +464,7 @@ def bt(em, insn):
         em.emit(f"{off} = ({em.reg(size, src.reg)} ^ {sign:#x}) - {sign:#x}")
         base = em.offset(dst, insn.adsize)
         a = em.new("e")
-        em.emit(f"{a} = ({base} + ({off} >> {bits.bit_length() - 1}) * {size}) & "
+        em.emit(f"{a} = (({base}) + ({off} >> {bits.bit_length() - 1}) * {size}) & "
                 f"{0xFFFFFFFF if insn.adsize == 32 else 0xFFFF:#x}")
         addr = em.linear(dst.seg, a)
         place = Place(em, size, addr=addr)
@@ -471,6 +481,9 @@ def bt(em, insn):
         place.put(f"{v} & ~(1 << {bit}) & {MASKS[size]:#x}")
     elif insn.mnemonic == "btc":
         place.put(f"{v} ^ 1 << {bit}")
+    # CF is the bit; ZF is unaffected; OF SF AF PF are undefined and we keep
+    # them.  (QEMU's depend on its internal lazy-flags state, which nothing
+    # cheap can mirror: the differential test masks those four.)
     if em.flags_live:
         old = em.all_flags()
         em.set_raw_flags(f"({old}) & {~F.CF & 0xFFF:#x} | {c}")
@@ -710,10 +723,8 @@ def enter(em, insn):
         em.store(em.linear(2, nxt), size, f"{frame} & {MASKS[size]:#x}")
         cur = nxt
     end = em.new("s")
+    # The allocated space itself is not accessed (SDM ENTER): no probe.
     em.emit(f"{end} = ({cur} - {alloc}) & {mask:#x}")
-    # Touch the lowest byte so a stack fault comes before any register changes.
-    if alloc:
-        em.load(em.linear(2, end), 1)
     em.set_reg(size, 5, f"{frame} & {MASKS[size]:#x}")
     _set_sp(em, end)
 
@@ -964,10 +975,13 @@ def xadd(em, insn):
     em.emit(f"{s} = {em.reg(size, src.reg)}")
     r = em.new("r")
     em.emit(f"{r} = ({d} + {s}) & {MASKS[size]:#x}")
-    place.put(r)
-    em.set_reg(size, src.reg, d)
-    if dst.kind == REG and dst.reg == src.reg:
-        pass
+    # Source first: for XADD r,r on one register the sum is what remains.
+    if place.is_mem:
+        place.put(r)
+        em.set_reg(size, src.reg, d)
+    else:
+        em.set_reg(size, src.reg, d)
+        place.put(r)
     em.set_flags(F.K_ADD, size, r, d, s)
 
 
@@ -1017,18 +1031,23 @@ def daa(em, insn):
 def aaa(em, insn):
     old = em.all_flags()
     f = em.new("f")
+    # OF SF ZF PF are undefined; they keep their old values, as in
+    # Unicorn/QEMU.  AAS's AX - 6 borrows from AH before AH - 1 (SDM AAS).
     em.emit(f"{f} = {old}")
     ax = em.new("ax")
     em.emit(f"{ax} = {em.reg(2, 0)}")
     sub = insn.mnemonic == "aas"
-    em.emit(f"if ({ax} & 0xF) > 9 or {f} & {F.AF}:")
+    adjust = em.new("j")
+    em.emit(f"{adjust} = ({ax} & 0xF) > 9 or {f} & {F.AF}")
+    em.emit(f"{f} &= {F.OF | F.SF | F.ZF | F.PF:#x}")
+    em.emit(f"if {adjust}:")
     if sub:
-        em.emit(f"{ax} = (({ax} - 6) & 0xFF | (({ax} >> 8) - 1) << 8 & 0xFF00) & 0xFF0F; {f} = {F.AF | F.CF}", 1)
+        em.emit(f"{ax} = (({ax} - 0x106) & 0xFFFF) & 0xFF0F; {f} |= {F.AF | F.CF}", 1)
     else:
-        em.emit(f"{ax} = (({ax} + 0x106) & 0xFFFF) & 0xFF0F; {f} = {F.AF | F.CF}", 1)
-    em.emit(f"else: {ax} &= 0xFF0F; {f} = 0")
+        em.emit(f"{ax} = (({ax} + 0x106) & 0xFFFF) & 0xFF0F; {f} |= {F.AF | F.CF}", 1)
+    em.emit(f"else: {ax} &= 0xFF0F")
     em.set_reg(2, 0, ax)
-    em.set_raw_flags(f"{f} | PARITY[{ax} & 0xFF] | ({F.ZF} if {ax} & 0xFF == 0 else 0) | {ax} & 0x80")
+    em.set_raw_flags(f)
 
 
 @semantics("aam")
