@@ -1143,16 +1143,22 @@ class _Assembler:
                        listing=self._listing(chunks), base=self.base)
 
     def _settle(self):
+        """Passes until every label, constant and size stays put."""
         previous = None
+        changed = []
         for _ in range(self.MAX_PASSES):
             self._pass(strict=False)
             state = (dict(self.labels), {k: v.value for k, v in self.consts.items()},
                      [st.size for st in self.src.statements])
             if state == previous:
                 return
+            if previous is not None:
+                changed = [st for st, old in zip(self.src.statements, previous[2])
+                           if st.size != old]
             previous = state
-        line = self.src.statements[-1].line
-        raise AsmError(line, "layout does not converge (.org or alignment loop?)")
+        line = (changed or self.src.statements)[0].line
+        raise AsmError(line, "the layout does not settle (an .org or alignment that "
+                             "depends on what follows it?)")
 
     def _short_fits(self, st) -> bool:
         target = self._eval(st.args.operands[0][2], st).value

@@ -163,7 +163,8 @@ class CPU:
     def _fill(self, lin: int, write: bool) -> int:
         """Translate and, where the page is plain RAM, enter it in the TLB.
         Returns the physical page base."""
-        phys = self.translate(lin & 0xFFFFF000, write)
+        # Walk with the exact address: a #PF must report it in CR2.
+        phys = self.translate(lin, write) & 0xFFFFF000
         ppn = phys >> PAGE_SHIFT
         mem = self.mem
         if ppn not in mem.device_pages and phys + 4096 <= mem.size:
@@ -191,7 +192,7 @@ class CPU:
         if off + size > 4096:
             # Translate both pages before writing either: no half-done write on #PF.
             first = self._fill(lin, True)
-            second = self._fill((lin + size) & 0xFFFFFFFF, True)
+            second = self._fill(((lin | 0xFFF) + 1) & 0xFFFFFFFF, True)   # its first byte
             for i in range(size):
                 a = lin + i
                 base = first if (a >> PAGE_SHIFT) == (lin >> PAGE_SHIFT) else second

@@ -415,9 +415,13 @@ def _hex(v):
 
 
 @st.composite
-def memory32(draw, size):
+def memory32(draw, size, registers=False):
+    """A 32-bit address; `registers`: with one at least (in 16-bit code a bare
+    number is a 16-bit address)."""
     base = draw(st.sampled_from([-1, 0, 1, 2, 3, 4, 5, 6, 7]))
     index = draw(st.sampled_from([-1, 0, 1, 2, 3, 5, 6, 7]))
+    if registers and base < 0 and index < 0:
+        base = 3
     scale = draw(st.sampled_from([1, 2, 4, 8])) if index >= 0 else 1
     disp = draw(st.sampled_from([0, 1, -1, 0x7F, 0x80, -0x80, -0x81, 0x1234])
                 | st.integers(-2**31, 2**32 - 1))
@@ -457,7 +461,7 @@ def memory16(draw, size):
 
 
 def memory(bits, size):
-    wide, narrow = memory32(size), memory16(size)
+    wide, narrow = memory32(size, registers=bits == 16), memory16(size)
     return st.one_of(wide, wide, narrow) if bits == 32 else st.one_of(narrow, narrow, wide)
 
 
@@ -1182,6 +1186,7 @@ ERRORS = [
     ("bits 64", 1, "bits must be"),
     ("align 3", 1, "power of 2"),
     ("nop\n.org 0", 2, "backwards"),
+    ("nop\n.org x + 3\nx:", 2, "does not settle"),
     ("times x nop\nx: nop", 1, "constant"),
     ("db 1 2", 1, "junk"),
     ("mov eax, 09", 1, "bad number"),
