@@ -122,7 +122,17 @@ class BlockCache:
                     self._protect(block.tail[1], self.current, lin)
             block.fn()
             return
+        self._run_single(lin, phys)
+
+    def run_single(self) -> None:
+        """Exactly one instruction (the interrupt shadow after STI/MOV SS)."""
+        cpu = self.cpu
+        lin = (cpu.seg_base[1] + cpu.eip) & 0xFFFFFFFF
+        self._run_single(lin, cpu.translate(lin, False))
+
+    def _run_single(self, lin: int, phys: int) -> None:
         # Cache off: fetch and decode this one instruction every time.
+        cpu = self.cpu
         code = cpu.fetch(lin, 15)
         insn = decode(code, 0, cpu.bits)
         key = (lin, phys, code[:insn.length] if insn.ok else code, self.mode_key())

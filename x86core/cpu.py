@@ -17,9 +17,9 @@ from __future__ import annotations
 import struct
 
 from . import flags as fl
-from . import segmentation
+from . import interrupts, segmentation, system_instructions, transfers
 from .blocks import BlockCache
-from .exceptions import GP, PF, UD, CPUException, fault
+from .exceptions import GP, PF, UD, CPUException, TripleFault, fault
 from .memory import PAGE_SHIFT, IOBus, PhysicalMemory
 from .system import Helpers
 
@@ -226,19 +226,41 @@ class CPU:
         return bytes(out)
 
     # -- system tables ---------------------------------------------------------------
+    def read_linear(self, lin: int, size: int, user: bool) -> int:
+        """A read the processor makes for itself at a given privilege
+        (descriptor tables and TSS: user=False; a stack at the new CPL):
+        translated once per page, with #PF as the access would raise."""
+        out = 0
+        done = 0
+        while done < size:
+            a = (lin + done) & 0xFFFFFFFF
+            n = min(size - done, 4096 - (a & 0xFFF))
+            phys = self.translate(a, False, user)
+            for i in range(n):
+                out |= self.mem.read(phys + i, 1) << (8 * (done + i))
+            done += n
+        return out
+
+    def write_linear(self, lin: int, size: int, value: int, user: bool) -> None:
+        """The write twin of read_linear; every page is translated before
+        any byte is written, so a #PF leaves memory untouched."""
+        chunks = []
+        done = 0
+        while done < size:
+            a = (lin + done) & 0xFFFFFFFF
+            n = min(size - done, 4096 - (a & 0xFFF))
+            chunks.append((self.translate(a, True, user), done, n))
+            done += n
+        for phys, start, n in chunks:
+            for i in range(n):
+                self._write_phys(phys + i, 1, (value >> (8 * (start + i))) & 0xFF)
+
     def read_system(self, lin: int, size: int) -> int:
-        """A read the processor makes for itself (descriptor tables, TSS):
-        supervisor access whatever the CPL."""
-        value = 0
-        for i in range(size):
-            a = (lin + i) & 0xFFFFFFFF
-            value |= self.mem.read(self.translate(a, False, user=False), 1) << (8 * i)
-        return value
+        """Descriptor tables, the TSS: supervisor accesses whatever the CPL."""
+        return self.read_linear(lin, size, False)
 
     def write_system(self, lin: int, size: int, value: int) -> None:
-        for i in range(size):
-            a = (lin + i) & 0xFFFFFFFF
-            self._write_phys(self.translate(a, True, user=False), 1, (value >> (8 * i)) & 0xFF)
+        self.write_linear(lin, size, value, False)
 
     def load_segment(self, seg: int, selector: int) -> None:
         segmentation.load_segment(self, seg, selector)
@@ -281,22 +303,23 @@ class CPU:
         mask = ((1 << size) - 1) << (port & 7)
         return not bits & mask
 
-    # Far transfers, IRET and the descriptor-table instructions are the
-    # protection layer's; until it is installed they are not available.
+    # Far transfers, IRET, exception delivery and the descriptor-table
+    # instructions live in their own modules (transfers.py, interrupts.py,
+    # system_instructions.py), as the SDM chapters they follow.
     def far_jump(self, selector: int, offset: int) -> None:
-        raise fault(GP, selector & 0xFFFC)
+        transfers.far_jump(self, selector, offset)
 
     def far_call(self, selector: int, offset: int, next_eip: int, size: int) -> None:
-        raise fault(GP, selector & 0xFFFC)
+        transfers.far_call(self, selector, offset, next_eip, size)
 
     def far_ret(self, size: int, release: int) -> None:
-        raise fault(GP, 0)
+        transfers.far_ret(self, size, release)
 
     def iret(self, size: int) -> None:
-        raise fault(GP, 0)
+        interrupts.iret(self, size)
 
     def system_instruction(self, insn) -> None:
-        raise fault(UD)
+        system_instructions.execute(self, insn)
 
     # -- port I/O ---------------------------------------------------------------
     def port_in(self, port: int, size: int) -> int:
@@ -311,31 +334,55 @@ class CPU:
         self.blocks.run_one()
 
     def run(self, max_instructions: int | None = None) -> str:
-        """Run until HLT with nothing to wake it, or an unhandled exception,
-        or `max_instructions`.  Returns why it stopped."""
+        """Run until HLT with no interrupt to wake it ("halt"), an exception
+        nobody takes ("exception"), a triple fault ("shutdown"), a hook's
+        StopExecution ("stop") or `max_instructions` ("limit")."""
         limit = None if max_instructions is None else self.icount + max_instructions
         run_one = self.blocks.run_one
         try:
             while limit is None or self.icount < limit:
+                if self.irq_line is not None and self.eflags & fl.IF:
+                    if self.inhibit_irq:
+                        # The STI / MOV SS shadow: exactly one more instruction first.
+                        self.inhibit_irq = False
+                        if not self.halted:
+                            self._run_guarded(self.blocks.run_single)
+                            continue
+                    vector = self.irq_line()
+                    if vector is not None:
+                        self.halted = False
+                        self._run_guarded(lambda: interrupts.deliver_interrupt(self, vector))
+                        continue
+                self.inhibit_irq = False
                 if self.halted:
                     return "halt"
-                try:
-                    run_one()
-                except CPUException as exc:
-                    if not self.raise_exception(exc):
-                        self.stop_reason = f"unhandled {exc} at eip {self.eip:#010x}"
-                        return "exception"
+                if not self._run_guarded(run_one):
+                    return "exception"
         except StopExecution as stop:
             self.stop_reason = str(stop)
             return "stop"
+        except TripleFault as tf:
+            self.stop_reason = f"triple fault ({tf}) at eip {self.eip:#010x}: shutdown"
+            return "shutdown"
         return "limit"
 
+    def _run_guarded(self, step) -> bool:
+        """Run one step; deliver what it raises.  False when nobody takes it."""
+        try:
+            step()
+        except CPUException as exc:
+            if not self.raise_exception(exc):
+                self.stop_reason = f"unhandled {exc} at eip {self.eip:#010x}"
+                return False
+        return True
+
     def raise_exception(self, exc: CPUException) -> bool:
-        """Deliver an exception or software interrupt.  Until the protection
-        layer installs IDT delivery, a bare CPU offers it to exception_hook."""
-        if self.exception_hook is not None:
-            return bool(self.exception_hook(self, exc))
-        return False
+        """Deliver an exception or software interrupt: to exception_hook if
+        one is installed and takes it (bare-metal runs, the Host's
+        Switcher), else through the IDT as the processor does."""
+        if self.exception_hook is not None and self.exception_hook(self, exc):
+            return True
+        return interrupts.deliver_exception(self, exc)
 
     def cpuid(self, leaf: int) -> tuple[int, int, int, int]:
         return CPUID.get(leaf, CPUID[max(k for k in CPUID if k < 0x80000000)] if leaf < 0x80000000

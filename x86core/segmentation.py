@@ -142,3 +142,23 @@ def load_segment(cpu, seg: int, selector: int) -> None:
     cpu.mode_changed()
     if seg == SS_REG:
         cpu.inhibit_irq = True
+
+
+def load_cs(cpu, selector: int, desc: "Descriptor | None", cpl: int) -> None:
+    """Put a code segment in CS (after the caller's checks) and enter `cpl`:
+    the default operand size and the block/TLB set follow it."""
+    selector &= 0xFFFF
+    if desc is None:                    # real mode / V86: base = selector * 16
+        cpu.seg_sel[CS] = selector
+        cpu.seg_base[CS] = selector << 4
+        if cpu.eflags & 0x20000:
+            cpu.seg_limit[CS] = 0xFFFF
+            cpu.bits = 16
+    else:
+        cpu.seg_sel[CS] = (selector & ~3) | cpl
+        cpu.seg_base[CS] = desc.base
+        cpu.seg_limit[CS] = desc.limit
+        cpu.seg_attr[CS] = desc.attr | 1
+        cpu.bits = 32 if desc.db else 16
+    cpu.cpl = cpl
+    cpu.mode_changed()
