@@ -34,6 +34,7 @@ from .instruction import MEM, F_BRANCH, F_STOP, Instruction, NeedMore, Undefined
 from .semantics import SEMANTICS, SYSTEM
 
 MAX_BLOCK = 48
+LOOP_BUDGET = 256       # iterations of a self-looping block per call
 _ST = {n: struct.Struct(f) for n, f in ((2, "<H"), (4, "<I"), (8, "<Q"))}
 # Register-only forms of these cannot fault, so flag work before them may be skipped.
 NONFAULTING = frozenset({
@@ -51,7 +52,7 @@ _FAR = frozenset({"jmp", "call"})
 
 
 class Block:
-    __slots__ = ("fn", "phys", "count", "source", "insns", "span", "tail")
+    __slots__ = ("fn", "phys", "count", "source", "insns", "span", "tail", "stop")
 
     def __init__(self, fn, phys, count, source, insns):
         self.fn, self.phys, self.count, self.source, self.insns = fn, phys, count, source, insns
@@ -59,6 +60,9 @@ class Block:
         # (linear, physical) page numbers of the block's last byte when it runs
         # onto a second page, whose mapping is checked on every lookup too.
         self.tail = None
+        # After this block the mode, TLB or interrupt state may differ: the
+        # run loop's fast path hands control back to the careful one.
+        self.stop = True
 
 
 class BlockCache:
@@ -67,6 +71,10 @@ class BlockCache:
         self.enabled = True
         self.modes: dict[tuple, dict[int, Block]] = {}
         self.current: dict[int, Block] = {}
+        # Linear EIP -> block function, for blocks already checked against
+        # the current mapping and mode (see cpu.run's fast path).  Emptied
+        # whenever a mapping, the mode or a code page changes.
+        self.fast: dict[int, object] = {}
         self.page_blocks: dict[int, list[tuple[dict, int]]] = {}
         self.single: dict[tuple, Block] = {}     # cache-off memo of one-instruction code
         self.compiled = 0
@@ -79,17 +87,22 @@ class BlockCache:
 
     def select_mode(self) -> None:
         self.current = self.modes.setdefault(self.mode_key(), {})
+        self.fast.clear()
 
     def holds_code(self, ppn: int) -> bool:
         return ppn in self.page_blocks
 
     def invalidate_page(self, ppn: int) -> None:
+        self.fast.clear()
+        self.cpu.mem.watched.discard(ppn)
         for table, key in self.page_blocks.pop(ppn, ()):
             table.pop(key, None)
         self.single = {k: v for k, v in self.single.items() if v.phys >> 12 != ppn}
 
     def paging_changed(self) -> None:
-        """Blocks are validated against their physical page on lookup; nothing to drop."""
+        """Blocks are validated against their physical page on lookup; only
+        the already-validated fast table must go."""
+        self.fast.clear()
 
     def flush(self) -> None:
         for ppn in list(self.page_blocks):
@@ -100,6 +113,7 @@ class BlockCache:
         entries = self.page_blocks.get(ppn)
         if entries is None:
             self.page_blocks[ppn] = entries = []
+            self.cpu.mem.watched.add(ppn)
             cpu = self.cpu
             for tw in (cpu._tlbs[False][1], cpu._tlbs[True][1]):
                 for vpn in [v for v, p in tw.items() if p >> 12 == ppn]:
@@ -189,7 +203,7 @@ class BlockCache:
         if bad is not None:
             return self._faulting_block(bad, phys)
         try:
-            source, fn = self.generate(insns)
+            source, fn = self.generate(insns, may_loop=limit > 1)
         except Unsupported:
             if len(insns) == 1:
                 return self._faulting_block(fault(6), phys)
@@ -200,6 +214,10 @@ class BlockCache:
         last = (lin + block.span - 1) & 0xFFFFFFFF
         if last >> 12 != lin >> 12:
             block.tail = (last >> 12, cpu.translate(last, False) >> 12)
+        end = insns[-1][1]
+        block.stop = block.tail is not None or bool(end.flags & F_STOP) or end.mnemonic in SYNC \
+            or end.mnemonic in ("int", "int3", "into", "int1") or (end.mnemonic in _FAR and any(
+                o.kind == 8 or (o.kind == MEM and o.size == end.opsize // 8 + 2) for o in end.operands))
         return block
 
     def _faulting_block(self, exc: CPUException, phys: int) -> Block:
@@ -207,13 +225,17 @@ class BlockCache:
             raise CPUException(exc.vector, exc.error_code)
         return Block(raise_it, phys, 0, "", [])
 
-    def generate(self, insns):
+    def generate(self, insns, may_loop: bool = True):
+        """Python source and function for `insns`.  A block that branches
+        back to its own start becomes a loop unless `may_loop` is False
+        (single-instruction execution: stepping, tracing, the cache off)."""
         cpu = self.cpu
         em = Emitter(cpu.flat, cpu.cpl, self.mode_key()[3])
         live = _flag_liveness([i for _, i in insns])
         eips, nexts = [], []
         exit_expr = None
         synced_exit = False
+        loop = None
         for index, (eip, insn) in enumerate(insns):
             em.index = index
             em.flags_live = live[index]
@@ -232,20 +254,27 @@ class BlockCache:
                 synced_exit = result == "EIPNOW()"
             mask = 0xFFFFFFFF if insn.opsize == 32 else 0xFFFF
             if isinstance(result, tuple):
+                target = (nxt + result[-1]) & mask
                 if result[0] == "REL":
-                    exit_expr = str((nxt + result[1]) & mask)
+                    exit_expr = str(target)
+                    taken = "True"
                 elif result[0] == "JCC":
-                    exit_expr = f"{(nxt + result[2]) & mask} if {em.condition(result[1])} else {nxt}"
-                elif result[0] == "JIF":
-                    exit_expr = f"{(nxt + result[2]) & mask} if {result[1]} else {nxt}"
+                    taken = em.condition(result[1])
+                    exit_expr = f"{target} if {taken} else {nxt}"
+                else:   # JIF
+                    taken = result[1]
+                    exit_expr = f"{target} if {taken} else {nxt}"
+                if target == eips[0] and not synced_exit and may_loop:
+                    # The block branches back to itself: run it as a loop.
+                    loop = (taken, nxt, target)
             elif result is not None:
                 exit_expr = result.replace("NEXT", str(nxt))
             em.lines = [l.replace("NEXT", str(nxt)) for l in em.lines]
         if exit_expr is None:
             exit_expr = str(nexts[-1])
-        return self._assemble(em, insns, eips, nexts, exit_expr, synced_exit)
+        return self._assemble(em, insns, eips, nexts, exit_expr, synced_exit, loop)
 
-    def _assemble(self, em, insns, eips, nexts, exit_expr, synced_exit):
+    def _assemble(self, em, insns, eips, nexts, exit_expr, synced_exit, loop=None):
         all_regs = ", ".join(f"r{n}" for n in range(8))
         has_sync = any(l.strip() == "SYNC_OUT" for l in em.lines)
         flags = em.uses_flags or has_sync
@@ -274,6 +303,13 @@ class BlockCache:
         if flags:
             head.append("        fo, fr, fa, fb = cpu.lazy")
         head.append("        try:")
+        indent = "            "
+        if loop is not None:
+            # A self-loop keeps registers and flags in locals across
+            # iterations; LOOP_BUDGET bounds how long it runs before the
+            # run loop (interrupts, instruction limits) sees control again.
+            head += ["            it = 0", "            while True:"]
+            indent += "    "
         first_body_line = len(head) + 1
         body = []
         line_insn = []
@@ -285,11 +321,20 @@ class BlockCache:
             elif line.strip() == "SYNC_IN":
                 ind = line[:len(line) - len(line.lstrip())]
                 line = f"{ind}{all_regs} = R" + ("; fo, fr, fa, fb = cpu.lazy" if flags else "")
-            body.append("            " + line)
+            body.append(indent + line)
             line_insn.append(idx)
         if not body:
-            body.append("            pass")
+            body.append(indent + "pass")
             line_insn.append(0)
+        if loop is not None:
+            taken, fall, start = loop
+            body += [f"{indent}it += 1",
+                     f"{indent}if not ({taken}):",
+                     f"{indent}    nx = {fall}; break",
+                     f"{indent}if it >= {LOOP_BUDGET}:",
+                     f"{indent}    nx = {start}; break"]
+            line_insn += [len(insns) - 1] * 5
+            exit_expr = "nx"
         tail = [
             "        except CPUException as e:",
             "            k = LINES[e.__traceback__.tb_lineno]",
@@ -305,6 +350,8 @@ class BlockCache:
             "                cpu.eip = EIPS[k]; cpu.icount += k",
             "            raise",
         ]
+        if loop is not None:
+            tail.insert(-5, "            cpu.icount += it * N")
         if synced_exit:
             tail.append("        cpu.icount += N")
         else:
@@ -312,7 +359,8 @@ class BlockCache:
                 tail.append(f"        {store_regs}")
             if flags:
                 tail.append("        cpu.lazy = (fo, fr, fa, fb)")
-            tail.append(f"        cpu.eip = {exit_expr}; cpu.icount += N")
+            count = "N * it" if loop is not None else "N"
+            tail.append(f"        cpu.eip = {exit_expr}; cpu.icount += {count}")
         tail.append("    return block")
         source = "\n".join(head + body + tail)
         lines = [0] * (len(head) + len(body) + 2)

@@ -68,6 +68,7 @@ class CPU:
         self.tlb_w: dict[int, int] = {}
         self._tlbs = {False: ({}, {}), True: ({}, {})}
         self.blocks = BlockCache(self)
+        self.mem.on_watched_write = self.blocks.invalidate_page
         self.helpers = Helpers(self)
         self.exception_hook = None              # bare-metal runs: (cpu, exc) -> handled?
         self.trace = None                       # callable(cpu, insn) per instruction when set
@@ -116,6 +117,7 @@ class CPU:
 
     def invlpg(self, lin: int) -> None:
         vpn = lin >> PAGE_SHIFT
+        self.blocks.fast.clear()
         for r, w in self._tlbs.values():
             r.pop(vpn, None)
             w.pop(vpn, None)
@@ -201,10 +203,7 @@ class CPU:
         self._write_phys(self._fill(lin, True) | off, size, value)
 
     def _write_phys(self, phys: int, size: int, value: int) -> None:
-        ppn = phys >> PAGE_SHIFT
-        if self.blocks.holds_code(ppn):
-            self.blocks.invalidate_page(ppn)
-        self.mem.write(phys, size, value)
+        self.mem.write(phys, size, value)       # invalidates compiled code it overwrites
 
     def fetch(self, lin: int, size: int) -> bytes:
         """Instruction bytes from `lin`, up to `size`, stopping at the first
@@ -358,6 +357,9 @@ class CPU:
                     return "halt"
                 if not self._run_guarded(run_one):
                     return "exception"
+                if self.irq_line is None and self.trace is None and self.blocks.enabled:
+                    if not self._run_guarded(lambda: self._run_chain(limit)):
+                        return "exception"
         except StopExecution as stop:
             self.stop_reason = str(stop)
             return "stop"
@@ -365,6 +367,32 @@ class CPU:
             self.stop_reason = f"triple fault ({tf}) at eip {self.eip:#010x}: shutdown"
             return "shutdown"
         return "limit"
+
+    def _run_chain(self, limit: int | None) -> None:
+        """The fast path: run cached blocks back to back with everything the
+        dispatch needs in locals.  Leaves for the careful loop on a TLB or
+        cache miss, after a block that may change the mode, TLB or interrupt
+        state (Block.stop), or at the instruction limit."""
+        blocks = self.blocks
+        current = blocks.current
+        fast = blocks.fast
+        fast_get = fast.get
+        tlb_get = self.tlb_r.get
+        cs_base = self.seg_base[1]
+        if limit is None:
+            limit = 1 << 62
+        while self.icount < limit:
+            lin = (cs_base + self.eip) & 0xFFFFFFFF
+            fn = fast_get(lin)
+            if fn is None:
+                page = tlb_get(lin >> 12)
+                if page is None:
+                    return
+                block = current.get(lin)
+                if block is None or block.phys != page | (lin & 0xFFF) or block.stop:
+                    return
+                fn = fast[lin] = block.fn
+            fn()
 
     def _run_guarded(self, step) -> bool:
         """Run one step; deliver what it raises.  False when nobody takes it."""

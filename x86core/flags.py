@@ -9,8 +9,10 @@ which operation produced the flags, it emits the condition directly
 conditions never touch the functions here.
 
 Undefined flags follow what Intel processors do as Unicorn/QEMU model them:
-AF = 0 after logic ops and shifts, OF after multi-bit shifts as for a 1-bit
-shift of the last step (documented per op below).
+AF = 0 after logic ops, shifts, MUL and IMUL; OF after a multi-bit shift as
+for a 1-bit shift of its last step, after RCL/RCR the sign change of the
+whole rotate (semantics.py documents each; tests/x86core/
+test_executor_unicorn.py lists the few deliberate differences).
 """
 CF, PF, AF, ZF, SF, TF, IF, DF, OF = 0x1, 0x4, 0x10, 0x40, 0x80, 0x100, 0x200, 0x400, 0x800
 IOPL, NT, RF, VM, AC, VIF, VIP, ID = 0x3000, 0x4000, 0x10000, 0x20000, 0x40000, 0x80000, 0x100000, 0x200000
