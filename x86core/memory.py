@@ -35,13 +35,21 @@ class Device:
 
 
 class ROM(Device):
-    """Read-only memory: writes are dropped, as the chip would ignore them."""
+    """Read-only memory: writes are dropped, as the chip would ignore them.
+
+    One ROM may be mapped at several places (`PhysicalMemory.map_rom`): a
+    PC's firmware answers both just below 1 MiB and just below 4 GiB, the
+    same chip seen through two address decoders.  Reads past the end of the
+    image float high, as an unanswered bus does."""
 
     def __init__(self, data: bytes):
         self.data = bytes(data)
 
     def read(self, offset: int, size: int) -> int:
-        return int.from_bytes(self.data[offset:offset + size], "little")
+        chunk = self.data[offset:offset + size]
+        if len(chunk) < size:
+            chunk += b"\xff" * (size - len(chunk))
+        return int.from_bytes(chunk, "little")
 
 
 class PhysicalMemory:
@@ -53,15 +61,38 @@ class PhysicalMemory:
         self.view = memoryview(self.ram).cast("B")
         self.regions: list[tuple[int, int, Device]] = []
         self.device_pages: set[int] = set()     # page numbers never cached in a TLB
+        # Pages holding compiled code, and whom to tell when one is written
+        # by anyone (the CPU's slow path, a device, the Host, a bulk load):
+        # writes into code stay coherent with the block cache, as DMA is
+        # with the caches on real hardware.
+        self.watched: set[int] = set()
+        self.on_watched_write: Callable[[int], None] = lambda ppn: None
+        self._page_regions: dict[int, list[tuple[int, int, Device]]] = {}
 
     # -- devices -----------------------------------------------------------
     def map_device(self, start: int, length: int, device: Device) -> None:
-        self.regions.append((start, start + length, device))
+        """Claim [start, start + length) for `device`.  The range may lie
+        anywhere in the 4 GiB physical space, above the end of RAM too (the
+        firmware's alias below 4 GiB); the same device may be mapped more
+        than once.  A range mapped later wins where two overlap."""
+        if length <= 0 or start < 0 or start + length > 1 << 32:
+            raise ValueError(f"{length:#x} bytes at {start:#x} are not in the 4 GiB physical space")
+        region = (start, start + length, device)
+        self.regions.append(region)
         first, last = start >> PAGE_SHIFT, (start + length - 1) >> PAGE_SHIFT
         self.device_pages.update(range(first, last + 1))
+        for page in range(first, last + 1):
+            self._page_regions.setdefault(page, []).insert(0, region)
+
+    def map_rom(self, data: bytes, *starts: int) -> ROM:
+        """Map one ROM holding `data` at each of `starts`; returns it."""
+        rom = ROM(data)
+        for start in starts:
+            self.map_device(start, len(rom.data), rom)
+        return rom
 
     def _device_at(self, addr: int):
-        for start, end, device in self.regions:
+        for start, end, device in self._page_regions.get(addr >> PAGE_SHIFT, ()):
             if start <= addr < end:
                 return start, device
         return None
@@ -77,6 +108,8 @@ class PhysicalMemory:
         return _UNPACK[size](self.view, addr)[0]
 
     def write(self, addr: int, size: int, value: int) -> None:
+        if self.watched:
+            self.touched(addr, size)
         if addr >> PAGE_SHIFT in self.device_pages:
             hit = self._device_at(addr)
             if hit is not None:
@@ -106,6 +139,14 @@ class PhysicalMemory:
         if addr < 0 or addr + len(data) > self.size:
             raise ValueError(f"{len(data)} bytes at {addr:#x} do not fit in {self.size:#x} bytes of RAM")
         self.ram[addr:addr + len(data)] = np.frombuffer(bytes(data), dtype=np.uint8)
+        self.touched(addr, len(data))
+
+    def touched(self, addr: int, length: int) -> None:
+        """Tell the block cache about a write to [addr, addr+length)."""
+        if self.watched and length:
+            for ppn in range(addr >> PAGE_SHIFT, (addr + length - 1 >> PAGE_SHIFT) + 1):
+                if ppn in self.watched:
+                    self.on_watched_write(ppn)
 
     def dump(self, addr: int, length: int) -> bytes:
         return self.ram[addr:addr + length].tobytes()
@@ -115,6 +156,7 @@ class PhysicalMemory:
 
     def restore(self, snap: np.ndarray) -> None:
         self.ram[:] = snap
+        self.touched(0, self.size)
 
 
 class IOBus:
