@@ -134,7 +134,7 @@ class BlockCache:
                 self._protect(phys >> 12, self.current, lin)
                 if block.tail is not None:
                     self._protect(block.tail[1], self.current, lin)
-            block.fn()
+            cpu.eip = block.fn()
             return
         self._run_single(lin, phys)
 
@@ -157,7 +157,7 @@ class BlockCache:
             self.page_blocks.setdefault(phys >> 12, [])
         if cpu.trace is not None and insn.ok:
             cpu.trace(cpu, insn)
-        block.fn()
+        cpu.eip = block.fn()
 
     def _tail_holds(self, block: Block) -> bool:
         """Whether the second page of a page-crossing block still maps where it did."""
@@ -353,14 +353,15 @@ class BlockCache:
         if loop is not None:
             tail.insert(-5, "            cpu.icount += it * N")
         if synced_exit:
-            tail.append("        cpu.icount += N")
+            # The CPU's own method (far transfer, IRET) has set EIP.
+            tail.append("        cpu.icount += N; return cpu.eip")
         else:
             if store_regs:
                 tail.append(f"        {store_regs}")
             if flags:
                 tail.append("        cpu.lazy = (fo, fr, fa, fb)")
             count = "N * it" if loop is not None else "N"
-            tail.append(f"        cpu.eip = {exit_expr}; cpu.icount += {count}")
+            tail.append(f"        cpu.icount += {count}; return {exit_expr}")
         tail.append("    return block")
         source = "\n".join(head + body + tail)
         lines = [0] * (len(head) + len(body) + 2)

@@ -381,18 +381,20 @@ class CPU:
         cs_base = self.seg_base[1]
         if limit is None:
             limit = 1 << 62
+        # A block returns the next EIP; an exception leaves with cpu.eip
+        # already set by the block, so only normal exits store it here.
+        eip = self.eip
         while self.icount < limit:
-            lin = (cs_base + self.eip) & 0xFFFFFFFF
+            lin = (cs_base + eip) & 0xFFFFFFFF
             fn = fast_get(lin)
             if fn is None:
                 page = tlb_get(lin >> 12)
-                if page is None:
-                    return
-                block = current.get(lin)
+                block = current.get(lin) if page is not None else None
                 if block is None or block.phys != page | (lin & 0xFFF) or block.stop:
-                    return
+                    break
                 fn = fast[lin] = block.fn
-            fn()
+            eip = fn()
+        self.eip = eip
 
     def _run_guarded(self, step) -> bool:
         """Run one step; deliver what it raises.  False when nobody takes it."""

@@ -386,6 +386,9 @@ def shift(em, insn):
             body += [f"{w} = ({w} >> {n} | {w} << ({bits + 1} - {n})) & {(1 << (bits + 1)) - 1:#x}",
                      f"{r} = {w} >> 1", f"{c} = {w} & 1",
                      f"{o} = ({a} ^ {r}) >> {bits - 1} & 1"]
+    if not em.flags_live:
+        # Nothing will read CF or OF: only the result is computed.
+        body = [line for line in body if not line.startswith((f"{c} = ", f"{o} = "))]
     guarded = cnt.kind != IMM
     if guarded:
         em.emit(f"if {n}:")
