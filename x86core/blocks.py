@@ -51,6 +51,31 @@ SYNC = frozenset(SYSTEM) | {"iret", "iretw", "retf"}
 _FAR = frozenset({"jmp", "call"})
 
 
+# What a block's code may name, bound once per block as closure cells (so
+# every name is a fast local lookup) without repeating them in the source
+# that Python must compile for each block.
+_RUNTIME_NAMES = (
+    "cpu M TR TW U16 U32 U64 P16 P32 P64 RS WS SB SS_ CARRY FLAGS COND PARITY CPUException "
+    "EF CLD STD CLI STI HLT LOADSEG POPF CPUID RDTSC PORT_IN PORT_OUT SYSTEM RDMSR WRMSR "
+    "READ_CR WRITE_CR READ_DR WRITE_DR FARJMP FARCALL FARRET IRET DIVERR SOFTINT TRAP FAULT"
+).split()
+_PARAMS = ", ".join(_RUNTIME_NAMES + ["INSN", "LINES", "EIPS", "NEXTS", "N"])
+
+
+def _runtime(cpu) -> tuple:
+    """The values of _RUNTIME_NAMES for this CPU in its current mode."""
+    h = cpu.helpers
+    return (cpu, cpu.mem.view, cpu.tlb_r, cpu.tlb_w,
+            _ST[2].unpack_from, _ST[4].unpack_from, _ST[8].unpack_from,
+            _ST[2].pack_into, _ST[4].pack_into, _ST[8].pack_into,
+            cpu.read_slow, cpu.write_slow, cpu.seg_base, cpu.seg_sel, F.carry,
+            F.eval_flags, F.condition, F.PARITY, CPUException,
+            h.eflags, h.cld, h.std, h.cli, h.sti, h.hlt, h.load_segment, h.popf, h.cpuid,
+            h.rdtsc, h.port_in, h.port_out, h.system, h.rdmsr, h.wrmsr, h.read_cr, h.write_cr,
+            h.read_dr, h.write_dr, h.far_jump, h.far_call, h.far_ret, h.iret, h.divide_error,
+            h.software_interrupt, h.trap, h.fault)
+
+
 class Block:
     __slots__ = ("fn", "phys", "count", "source", "insns", "span", "tail", "stop")
 
@@ -287,15 +312,7 @@ class BlockCache:
             written = sorted(em.regs_written)
         store_regs = "".join(f"R[{n}] = r{n}; " for n in written)
         head = [
-            "def make(cpu, M, TR, TW, U16, U32, U64, P16, P32, P64, RS, WS, SB, SS_, CARRY,",
-            "         FLAGS, COND, PARITY, H, CPUException, INSN, LINES, EIPS, NEXTS, N):",
-            "    EF = H.eflags; CLD = H.cld; STD = H.std; CLI = H.cli; STI = H.sti; HLT = H.hlt",
-            "    LOADSEG = H.load_segment; POPF = H.popf; CPUID = H.cpuid; RDTSC = H.rdtsc",
-            "    PORT_IN = H.port_in; PORT_OUT = H.port_out; SYSTEM = H.system; RDMSR = H.rdmsr",
-            "    WRMSR = H.wrmsr; READ_CR = H.read_cr; WRITE_CR = H.write_cr; READ_DR = H.read_dr",
-            "    WRITE_DR = H.write_dr; FARJMP = H.far_jump; FARCALL = H.far_call; FARRET = H.far_ret",
-            "    IRET = H.iret; DIVERR = H.divide_error; SOFTINT = H.software_interrupt",
-            "    TRAP = H.trap; FAULT = H.fault",
+            f"def make({_PARAMS}):",
             "    def block():",
             "        R = cpu.regs",
             f"        {load_regs}",
@@ -370,13 +387,8 @@ class BlockCache:
         namespace: dict = {}
         exec(compile(source, f"<block {eips[0] if eips else 0:#x}>", "exec"), namespace)
         cpu = self.cpu
-        fn = namespace["make"](
-            cpu, cpu.mem.view, cpu.tlb_r, cpu.tlb_w,
-            _ST[2].unpack_from, _ST[4].unpack_from, _ST[8].unpack_from,
-            _ST[2].pack_into, _ST[4].pack_into, _ST[8].pack_into,
-            cpu.read_slow, cpu.write_slow, cpu.seg_base, cpu.seg_sel, F.carry,
-            F.eval_flags, F.condition, F.PARITY, cpu.helpers, CPUException,
-            [i for _, i in insns], lines, eips, nexts, len(insns))
+        fn = namespace["make"](*_runtime(self.cpu), [i for _, i in insns], lines, eips, nexts,
+                               len(insns))
         return source, fn
 
 
