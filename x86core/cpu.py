@@ -36,7 +36,8 @@ _U32 = struct.Struct("<I").unpack_from
 
 
 class CPU:
-    def __init__(self, memory: PhysicalMemory | int, io: IOBus | None = None):
+    def __init__(self, memory: PhysicalMemory | int, io: IOBus | None = None,
+                 cpuid: dict[int, tuple[int, int, int, int]] | None = None):
         self.mem = memory if isinstance(memory, PhysicalMemory) else PhysicalMemory(memory)
         self.io = io or IOBus()
         self.regs = [0] * 8
@@ -56,6 +57,9 @@ class CPU:
         self.ldtr = (0, 0, 0xFFFF, 0)           # selector, base, limit, attr
         self.tr = (0, 0, 0xFFFF, 0)
         self.msr: dict[int, int] = {}
+        # CPUID leaves (EAX, EBX, ECX, EDX): the default describes what this
+        # CPU implements (CPUID below); pass another table to model a different part.
+        self.cpuid_leaves = dict(CPUID if cpuid is None else cpuid)
         self.cpl = 0
         self.bits = 16                          # CS.D: default operand/address size
         self.flat = False                       # ES/CS/SS/DS all base 0, limit 4 GiB
@@ -415,8 +419,14 @@ class CPU:
         return interrupts.deliver_exception(self, exc)
 
     def cpuid(self, leaf: int) -> tuple[int, int, int, int]:
-        return CPUID.get(leaf, CPUID[max(k for k in CPUID if k < 0x80000000)] if leaf < 0x80000000
-                         else (0, 0, 0, 0))
+        """CPUID as the SDM describes it: an unknown basic leaf answers as the
+        highest basic leaf, an unknown extended leaf with zeros."""
+        table = self.cpuid_leaves
+        if leaf in table:
+            return table[leaf]
+        if leaf < 0x80000000:
+            return table[max(k for k in table if k < 0x80000000)]
+        return (0, 0, 0, 0)
 
     def rdtsc(self) -> int:
         return (self.icount + self.tsc_offset) & 0xFFFFFFFFFFFFFFFF

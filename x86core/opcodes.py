@@ -158,6 +158,7 @@ BRANCHES = frozenset(
 STOPS = frozenset({
     "hlt", "lgdt", "lidt", "lldt", "ltr", "lmsw", "clts", "invlpg", "invd", "wbinvd",
     "wrmsr", "popf", "popfw", "sti", "cli", "lss", "lds", "les", "lfs", "lgs",
+    "rdtsc",    # reads the retired-instruction count, which blocks keep only at their ends
 })
 # CPL 0 only; MOV to/from CRn and DRn are marked by operand.
 PRIVILEGED = frozenset({

@@ -1101,7 +1101,8 @@ def cpuid(em, insn):
 @semantics("rdtsc")
 def rdtsc(em, insn):
     t = em.new("t")
-    em.emit(f"{t} = RDTSC()")
+    # cpu.icount counts up to the block's start; RDTSC always ends a block.
+    em.emit(f"{t} = RDTSC() + {em.index}")
     em.emit(f"r0 = {t} & 0xFFFFFFFF; r2 = {t} >> 32")
     em.regs_written.update((0, 2))
 

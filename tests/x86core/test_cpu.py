@@ -1,0 +1,43 @@
+"""CPU state that programs can observe directly: CPUID and the TSC."""
+from __future__ import annotations
+
+from x86core.asm import asm
+from x86core.cpu import CPU, CPUID
+
+
+def run(cpu: CPU, text: str) -> CPU:
+    cpu.load_flat_segments()
+    cpu.regs[4] = 0x8000
+    cpu.mem.load(0x1000, asm(text + "\nhlt", base=0x1000))
+    cpu.eip = 0x1000
+    assert cpu.run(10_000) == "halt"
+    return cpu
+
+
+def test_default_cpuid_is_an_integer_p6_without_fpu():
+    cpu = run(CPU(1 << 20), "mov eax, 1\ncpuid")
+    edx = cpu.regs[2]
+    assert edx & (1 << 4) and edx & (1 << 8) and edx & (1 << 15)    # TSC, CX8, CMOV
+    assert not edx & 1 and not edx & (1 << 23) and not edx & (1 << 25)  # no FPU, MMX, SSE
+    cpu = run(CPU(1 << 20), "mov eax, 0\ncpuid")
+    vendor = b"".join(r.to_bytes(4, "little") for r in (cpu.regs[3], cpu.regs[2], cpu.regs[1]))
+    assert vendor == b"PyLguestCPU!"
+
+
+def test_cpuid_table_is_configurable_per_cpu():
+    leaves = dict(CPUID)
+    leaves[1] = (0x00000611, 0, 0, 1 << 4)      # a part with only a TSC
+    cpu = run(CPU(1 << 20, cpuid=leaves), "mov eax, 1\ncpuid")
+    assert cpu.regs[0] == 0x611 and cpu.regs[2] == 1 << 4
+    assert CPU(1 << 20).cpuid(1) == CPUID[1]            # others keep the default
+
+
+def test_unknown_leaves_answer_as_the_sdm_says():
+    cpu = CPU(1 << 20)
+    assert cpu.cpuid(0x7FFF) == cpu.cpuid(max(k for k in CPUID if k < 0x80000000))
+    assert cpu.cpuid(0x80000008) == (0, 0, 0, 0)
+
+
+def test_rdtsc_counts_retired_instructions():
+    cpu = run(CPU(1 << 20), "nop\nnop\nrdtsc\nmov esi, eax\nnop\nrdtsc")
+    assert cpu.regs[6] == 2 and cpu.regs[0] == 5
