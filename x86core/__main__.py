@@ -5,6 +5,7 @@
     python -m x86core asm "mov eax, 1; int 0x80"          assemble Intel syntax, print hex
     python -m x86core run PROG [ARGS...]                  a static i386 ELF on the bare CPU
     python -m x86core demo                                the bundled demo program, explained
+    python -m x86core boot IMAGE --rom [--post]           a firmware image from the reset vector
 
 Errors (a malformed ELF, an unreadable file, bad assembly) are one line on
 stderr and a non-zero exit status, never a traceback.
@@ -134,6 +135,47 @@ def cmd_demo(args) -> int:
     return status
 
 
+def cmd_boot(args) -> int:
+    from .boot import EXIT_STATUS, BootError, Machine, event_printer, trace_hooks
+    try:
+        data = Path(args.image).read_bytes()
+    except OSError as e:
+        return _fail(f"{args.image}: {e.strerror or e}")
+    if args.memory <= 0 or args.memory > 3072:
+        return _fail(f"--memory: {args.memory} MiB is not between 1 and 3072")
+    machine = Machine(args.memory << 20, post=args.post)
+    try:
+        if args.rom:
+            machine.load_rom(data)
+        else:
+            machine.load_boot_sector(data)
+    except BootError as e:
+        return _fail(f"{args.image}: {e}")
+    printer = None
+    if args.trace_events:
+        hooks = trace_hooks()
+        if hooks is None:
+            print("x86core: --trace-events: this build's interrupt layer has no trace hooks",
+                  file=sys.stderr)
+        else:
+            printer = event_printer()
+            hooks.append(printer)
+    if args.trace:
+        from .disasm import format_instruction
+        def trace(cpu, insn):
+            print(f"{cpu.seg_sel[1]:04x}:{cpu.eip:08x}: {format_instruction(insn, cpu.eip)}",
+                  file=sys.stderr)
+        machine.cpu.trace = trace
+    try:
+        result = machine.run(args.max_instructions)
+    finally:
+        if printer is not None:
+            hooks.remove(printer)
+    sys.stdout.flush()
+    print(f"x86core: {machine.describe()}", file=sys.stderr)
+    return EXIT_STATUS.get(result, 1)
+
+
 def _fail(message: str) -> int:
     print(f"x86core: {message}", file=sys.stderr)
     return 2
@@ -164,6 +206,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--argv0", help="the program's argv[0] (default: PROG as given)")
     p.add_argument("--max-instructions", type=int, default=None)
     p.set_defaults(fn=cmd_run)
+    p = sub.add_parser("boot", help="boot a bare-metal image from the reset vector",
+                       description="Reset the CPU (real mode, F000:FFF0) and run IMAGE until HLT, "
+                       "a triple fault or an unhandled exception.  Bytes written to port 0xE9 "
+                       "go to stdout.  Exit status: 0 halt, 3 instruction limit, 1 otherwise.")
+    p.add_argument("image")
+    p.add_argument("--rom", action="store_true",
+                   help="IMAGE is a 64/128 KiB firmware ROM, mapped below 1 MiB and below 4 GiB "
+                   "(without it: a raw image loaded and entered at 0000:7C00)")
+    p.add_argument("--post", action="store_true", help="print POST codes (ports 0x80, 0x190) on stderr")
+    p.add_argument("--max-instructions", type=int, default=None)
+    p.add_argument("--memory", type=int, default=16, help="RAM in MiB (default 16)")
+    p.add_argument("--trace-events", action="store_true",
+                   help="print every exception, gate and privilege change (stderr)")
+    p.add_argument("--trace", action="store_true", help="print each instruction executed (stderr)")
+    p.set_defaults(fn=cmd_boot)
     p = sub.add_parser("demo", help="run the bundled demo program")
     p.set_defaults(fn=cmd_demo)
     args = parser.parse_args(argv)
@@ -173,6 +230,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as e:         # a bug of ours, not of the program being run
+        if os.environ.get("X86CORE_DEBUG"):
+            raise
+        print(f"x86core: internal error: {type(e).__name__}: {e} "
+              f"(set X86CORE_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 70
 
 
 if __name__ == "__main__":

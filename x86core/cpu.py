@@ -71,6 +71,8 @@ class CPU:
         self.tlb_r: dict[int, int] = {}
         self.tlb_w: dict[int, int] = {}
         self._tlbs = {False: ({}, {}), True: ({}, {})}
+        self.tlb_global: set[int] = set()       # pages whose translation has G (CR4.PGE)
+        self._last_global = False               # the G bit of the last page walk
         self.blocks = BlockCache(self)
         self.mem.on_watched_write = self.blocks.invalidate_page
         self.helpers = Helpers(self)
@@ -109,19 +111,24 @@ class CPU:
 
     # -- TLB and address translation -----------------------------------------
     def flush_tlb(self, keep_global: bool = False) -> None:
+        """Drop cached translations; a CR3 load (keep_global) keeps the
+        global ones while CR4.PGE is set (SDM Vol. 3 4.10.4.1)."""
+        keep = self.tlb_global if keep_global and self.cr4 & CR4_PGE and self.cr0 & CR0_PG else ()
         for r, w in self._tlbs.values():
-            if keep_global and self.cr4 & CR4_PGE and self.cr0 & CR0_PG:
-                for t in (r, w):
-                    for vpn in [v for v in t if t[v] & 1 == 0]:
+            for t in (r, w):
+                if keep:
+                    for vpn in [v for v in t if v not in keep]:
                         del t[vpn]
-            else:
-                r.clear()
-                w.clear()
+                else:
+                    t.clear()
+        if not keep:
+            self.tlb_global.clear()
         self.blocks.paging_changed()
 
     def invlpg(self, lin: int) -> None:
         vpn = lin >> PAGE_SHIFT
         self.blocks.fast.clear()
+        self.tlb_global.discard(vpn)
         for r, w in self._tlbs.values():
             r.pop(vpn, None)
             w.pop(vpn, None)
@@ -142,6 +149,7 @@ class CPU:
             new = pde | PTE_A | (PTE_D if write else 0)
             if new != pde:
                 self.mem.write(pde_addr, 4, new)
+            self._last_global = bool(pde & PTE_G)
             return (pde & 0xFFC00000) | (lin & 0x3FFFFF)
         pte_addr = (pde & 0xFFFFF000) | (lin >> 10 & 0xFFC)
         pte = self.mem.read(pte_addr, 4)
@@ -153,6 +161,7 @@ class CPU:
         new = pte | PTE_A | (PTE_D if write else 0)
         if new != pte:
             self.mem.write(pte_addr, 4, new)
+        self._last_global = bool(pte & PTE_G)
         return (pte & 0xFFFFF000) | (lin & 0xFFF)
 
     def _check_access(self, pde, pte, lin, write, user, err):
@@ -170,8 +179,11 @@ class CPU:
         """Translate and, where the page is plain RAM, enter it in the TLB.
         Returns the physical page base."""
         # Walk with the exact address: a #PF must report it in CR2.
+        self._last_global = False
         phys = self.translate(lin, write) & 0xFFFFF000
         ppn = phys >> PAGE_SHIFT
+        if self._last_global and self.cr4 & CR4_PGE:
+            self.tlb_global.add(lin >> PAGE_SHIFT)
         mem = self.mem
         if ppn not in mem.device_pages and phys + 4096 <= mem.size:
             vpn = lin >> PAGE_SHIFT
