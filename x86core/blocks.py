@@ -271,7 +271,7 @@ class BlockCache:
             sync = insn.mnemonic in SYNC or (insn.mnemonic in _FAR and any(
                 o.kind == 8 or (o.kind == MEM and o.size == insn.opsize // 8 + 2) for o in insn.operands))
             if sync:
-                em.emit("SYNC_OUT")
+                em.emit(f"SYNC_OUT {eip}")
             result = SEMANTICS[insn.mnemonic](em, insn)
             if sync:
                 if result is None:
@@ -301,7 +301,7 @@ class BlockCache:
 
     def _assemble(self, em, insns, eips, nexts, exit_expr, synced_exit, loop=None):
         all_regs = ", ".join(f"r{n}" for n in range(8))
-        has_sync = any(l.strip() == "SYNC_OUT" for l in em.lines)
+        has_sync = any(l.strip().startswith("SYNC_OUT") for l in em.lines)
         flags = em.uses_flags or has_sync
         if has_sync:
             # Sync points hand every register to the CPU's methods: keep them all.
@@ -331,10 +331,12 @@ class BlockCache:
         body = []
         line_insn = []
         for line, idx in zip(em.lines, em.line_insn):
-            if line.strip() == "SYNC_OUT":
+            if line.strip().startswith("SYNC_OUT"):
+                # The CPU's method sees every register, the flags and its own EIP.
                 ind = line[:len(line) - len(line.lstrip())]
-                line = f"{ind}R[:] = ({all_regs}); cpu.lazy = (fo, fr, fa, fb)" if flags else \
-                    f"{ind}R[:] = ({all_regs})"
+                here = line.split()[1]
+                line = f"{ind}R[:] = ({all_regs}); cpu.eip = {here}" + \
+                    ("; cpu.lazy = (fo, fr, fa, fb)" if flags else "")
             elif line.strip() == "SYNC_IN":
                 ind = line[:len(line) - len(line.lstrip())]
                 line = f"{ind}{all_regs} = R" + ("; fo, fr, fa, fb = cpu.lazy" if flags else "")
