@@ -356,6 +356,9 @@ class BlockCache:
             exit_expr = "nx"
         tail = [
             "        except CPUException as e:",
+            # A fault raised inside a task switch belongs to the new task,
+            # whose state the CPU already holds: nothing of ours to write back.
+            "            if e.in_new_task: raise",
             "            k = LINES[e.__traceback__.tb_lineno]",
         ]
         if store_regs:

@@ -321,8 +321,8 @@ class CPU:
     # Far transfers, IRET, exception delivery and the descriptor-table
     # instructions live in their own modules (transfers.py, interrupts.py,
     # system_instructions.py), as the SDM chapters they follow.
-    def far_jump(self, selector: int, offset: int) -> None:
-        transfers.far_jump(self, selector, offset)
+    def far_jump(self, selector: int, offset: int, next_eip: int | None = None) -> None:
+        transfers.far_jump(self, selector, offset, next_eip)
 
     def far_call(self, selector: int, offset: int, next_eip: int, size: int) -> None:
         transfers.far_call(self, selector, offset, next_eip, size)

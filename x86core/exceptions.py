@@ -27,6 +27,7 @@ class CPUException(Exception):
         self.error_code = error_code
         self.trap = trap
         self.software = software
+        self.in_new_task = False    # raised after a task switch committed (transfers.py)
 
     def __str__(self) -> str:
         name = NAMES.get(self.vector, f"vector {self.vector:#x}")

@@ -50,7 +50,9 @@ class Descriptor:
 
     @property
     def readable(self) -> bool:
-        return self.is_data or bool(self.type & 2)
+        # Only code/data segments are ever readable; a system descriptor's
+        # type bit 1 (busy TSS, LDT) means something else.
+        return self.s and (self.is_data or bool(self.type & 2))
 
     @property
     def writable(self) -> bool:

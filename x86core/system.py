@@ -152,7 +152,7 @@ class Helpers:
         self.cpu.load_segment(seg, selector)
 
     def far_jump(self, selector: int, offset: int, next_eip: int) -> None:
-        self.cpu.far_jump(selector, offset)
+        self.cpu.far_jump(selector, offset, next_eip)
 
     def far_call(self, selector: int, offset: int, next_eip: int, size: int) -> None:
         self.cpu.far_call(selector, offset, next_eip, size)

@@ -268,8 +268,6 @@ def test_conforming_readable_code_loads_at_any_level(m):
     assert m.cpu.seg_sel[DS] == sel | 3
 
 
-@pytest.mark.xfail(strict=True, reason="segmentation.Descriptor.readable is True for system "
-                   "descriptors with type bit 1 (busy TSS, LDT): needs `self.s and`")
 def test_system_descriptor_into_ds_is_gp(m):
     m.load(f"mov ax, {TSS_A_SEL}; mov ds, ax; hlt", CODE0)
     m.expect(m.run(CODE0), GP, TSS_A_SEL)
