@@ -57,7 +57,8 @@ _FAR = frozenset({"jmp", "call"})
 _RUNTIME_NAMES = (
     "cpu M TR TW U16 U32 U64 P16 P32 P64 RS WS SB SS_ CARRY FLAGS COND PARITY CPUException "
     "EF CLD STD CLI STI HLT LOADSEG POPF CPUID RDTSC PORT_IN PORT_OUT SYSTEM RDMSR WRMSR "
-    "READ_CR WRITE_CR READ_DR WRITE_DR FARJMP FARCALL FARRET IRET DIVERR SOFTINT TRAP FAULT"
+    "READ_CR WRITE_CR READ_DR WRITE_DR FARJMP FARCALL FARRET IRET DIVERR SOFTINT TRAP FAULT "
+    "SMAX SWMAX CHK"
 ).split()
 _PARAMS = ", ".join(_RUNTIME_NAMES + ["INSN", "LINES", "EIPS", "NEXTS", "N"])
 
@@ -73,7 +74,8 @@ def _runtime(cpu) -> tuple:
             h.eflags, h.cld, h.std, h.cli, h.sti, h.hlt, h.load_segment, h.popf, h.cpuid,
             h.rdtsc, h.port_in, h.port_out, h.system, h.rdmsr, h.wrmsr, h.read_cr, h.write_cr,
             h.read_dr, h.write_dr, h.far_jump, h.far_call, h.far_ret, h.iret, h.divide_error,
-            h.software_interrupt, h.trap, h.fault)
+            h.software_interrupt, h.trap, h.fault,
+            cpu.seg_max_read, cpu.seg_max_write, cpu.check_segment)
 
 
 class Block:

@@ -62,6 +62,7 @@ class Emitter:
         self.uses_flags = False
         self.tmp = 0
         self.known = None                 # (kind, size) of the flags producer, if known here
+        self.checked: dict[str, tuple[int, str]] = {}   # address local -> (segment, offset local)
         self.flags_live = True
 
     # -- plumbing -----------------------------------------------------------------
@@ -123,18 +124,33 @@ class Emitter:
         return f"({expr}) & 0xFFFFFFFF"
 
     def linear(self, seg: int, offset_expr: str) -> str:
-        """Emit the linear address into a fresh local and return its name."""
+        """Emit the linear address into a fresh local and return its name.
+        Outside flat segments (and always for FS/GS) the offset is kept so
+        the access can be checked against the segment's limit and type."""
         a = self.new("a")
         if self.flat and seg not in (4, 5):
             self.emit(f"{a} = {offset_expr}")
         else:
-            self.emit(f"{a} = (({offset_expr}) + SB[{seg}]) & 0xFFFFFFFF")
+            o = self.new("o")
+            self.emit(f"{o} = {offset_expr}")
+            self.emit(f"{a} = ({o} + SB[{seg}]) & 0xFFFFFFFF")
+            self.checked[a] = (seg, o)
         return a
+
+    def check_segment(self, a: str, size: int, write: bool) -> None:
+        """The limit/type check of SDM Vol. 3 5.3 for an access at `a`: one
+        comparison against the segment's precomputed maximum offset; the
+        exact rules (expand-down, null, read-only) in cpu.check_segment."""
+        if a in self.checked:
+            seg, o = self.checked[a]
+            table = "SWMAX" if write else "SMAX"
+            self.emit(f"if {o} > {table}[{seg}] - {size - 1}: CHK({seg}, {o}, {size}, {int(write)})")
 
     def address(self, op, insn: Instruction) -> str:
         return self.linear(op.seg, self.offset(op, insn.adsize))
 
     def load(self, a: str, size: int) -> str:
+        self.check_segment(a, size, False)
         v = self.new("v")
         p = self.new("p")
         self.emit(f"{p} = TR.get({a} >> 12)")
@@ -147,6 +163,7 @@ class Emitter:
         return v
 
     def store(self, a: str, size: int, expr: str) -> None:
+        self.check_segment(a, size, True)
         p = self.new("p")
         self.emit(f"{p} = TW.get({a} >> 12)")
         if size == 1:

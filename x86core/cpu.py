@@ -48,6 +48,11 @@ class CPU:
         self.seg_base = [0] * 6
         self.seg_limit = [0xFFFF] * 6
         self.seg_attr = [0] * 6                 # descriptor access byte | flags << 8
+        # The largest offset an access may start at before the exact check
+        # (check_segment) is needed; -1 sends every access there.  Derived
+        # from the caches above by mode_changed().
+        self.seg_max_read = [0xFFFF] * 6
+        self.seg_max_write = [0xFFFF] * 6
         self.cr0 = CR0_ET
         self.cr2 = self.cr3 = self.cr4 = 0
         self.dr = [0] * 8
@@ -104,10 +109,52 @@ class CPU:
     def mode_changed(self) -> None:
         """Segment, CPL or paging state changed: pick the block set and TLB
         that match it."""
-        self.flat = all(self.seg_base[s] == 0 and self.seg_limit[s] == 0xFFFFFFFF
-                        for s in (ES, CS, SS, DS))
+        for s in range(6):
+            self.seg_max_read[s], self.seg_max_write[s] = self._segment_bounds(s)
+        self.flat = all(self.seg_base[s] == 0 and self.seg_max_write[s] == 0xFFFFFFFF
+                        for s in (ES, SS, DS)) and self.seg_base[CS] == 0 \
+            and self.seg_limit[CS] == 0xFFFFFFFF
         self.tlb_r, self.tlb_w = self._tlbs[self.cpl == 3]
         self.blocks.select_mode()
+
+    def _segment_bounds(self, s: int) -> tuple[int, int]:
+        """(max read offset, max write offset) for the fast limit test."""
+        limit = self.seg_limit[s]
+        if not self.cr0 & CR0_PE or self.eflags & fl.VM:
+            return limit, limit
+        attr = self.seg_attr[s]
+        if not attr & 0x80 or not attr & 0x10:     # unusable (null) or a system descriptor
+            return -1, -1
+        typ = attr & 0xF
+        if typ & 8:                                 # code: readable if R, never writable
+            return (limit if typ & 2 else -1), -1
+        if typ & 4:                                 # expand-down data: the exact check decides
+            return -1, -1
+        return limit, (limit if typ & 2 else -1)
+
+    def check_segment(self, seg: int, offset: int, size: int, write: int) -> None:
+        """The exact segment check (SDM Vol. 3 5.3, 5.4): raises #GP(0), or
+        #SS(0) through SS, when the access is not allowed."""
+        from .exceptions import SS as SS_FAULT
+        vector = SS_FAULT if seg == SS else GP
+        last = offset + size - 1
+        if not self.cr0 & CR0_PE or self.eflags & fl.VM:
+            if last > self.seg_limit[seg]:
+                raise fault(vector, 0)
+            return
+        attr = self.seg_attr[seg]
+        if not attr & 0x80 or not attr & 0x10:
+            raise fault(vector, 0)
+        typ = attr & 0xF
+        if write and (typ & 8 or not typ & 2) or not write and typ & 8 and not typ & 2:
+            raise fault(vector, 0)
+        limit = self.seg_limit[seg]
+        if typ & 8 == 0 and typ & 4:                # expand-down: (limit, top] is valid
+            top = 0xFFFFFFFF if attr & 0x4000 else 0xFFFF
+            if offset <= limit or last > top:
+                raise fault(vector, 0)
+        elif last > limit:
+            raise fault(vector, 0)
 
     # -- TLB and address translation -----------------------------------------
     def flush_tlb(self, keep_global: bool = False) -> None:
