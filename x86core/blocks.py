@@ -219,9 +219,16 @@ class BlockCache:
                 if not insns:
                     bad = fault(insn.vector)
                 break
-            if insn.mnemonic not in SEMANTICS or insn.flags & 8:     # x87: no FPU present
+            if insn.flags & 8:
+                # x87 with no FPU fitted: #NM while CR0.EM or CR0.TS is set
+                # (the OS emulates or lazily restores), else #UD.  Decided
+                # when it runs: CR0 may change after the block is built.
                 if not insns:
-                    bad = fault(7 if insn.flags & 8 and cpu.cr0 & 0x4 else 6)
+                    return self._x87_block(phys)
+                break
+            if insn.mnemonic not in SEMANTICS:
+                if not insns:
+                    bad = fault(6)
                 break
             insns.append((eip + pos, insn))
             pos += insn.length
@@ -246,6 +253,13 @@ class BlockCache:
             or end.mnemonic in ("int", "int3", "into", "int1") or (end.mnemonic in _FAR and any(
                 o.kind == 8 or (o.kind == MEM and o.size == end.opsize // 8 + 2) for o in end.operands))
         return block
+
+    def _x87_block(self, phys: int) -> Block:
+        cpu = self.cpu
+
+        def no_fpu():
+            raise fault(7 if cpu.cr0 & 0xC else 6)      # CR0.EM | CR0.TS
+        return Block(no_fpu, phys, 0, "", [])
 
     def _faulting_block(self, exc: CPUException, phys: int) -> Block:
         def raise_it():

@@ -99,7 +99,14 @@ def xchg(em, insn):
     em.set_reg(reg.size, reg.reg, old)
 
 
-@semantics("nop", "pause", "fwait")
+@semantics("fwait")
+def fwait(em, insn):
+    # WAIT checks for pending x87 exceptions; with no FPU there are none,
+    # but CR0.TS with CR0.MP makes it #NM (SDM Vol. 3 table 2-2).
+    em.emit("if cpu.cr0 & 0xA == 0xA: raise FAULT(7)")
+
+
+@semantics("nop", "pause")
 def nop(em, insn):
     pass
 

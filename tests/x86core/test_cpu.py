@@ -1,5 +1,7 @@
-"""CPU state that programs can observe directly: CPUID and the TSC."""
+"""CPU state that programs can observe directly: CPUID, the TSC, the absent FPU."""
 from __future__ import annotations
+
+import pytest
 
 from x86core.asm import asm
 from x86core.cpu import CPU, CPUID
@@ -41,3 +43,38 @@ def test_unknown_leaves_answer_as_the_sdm_says():
 def test_rdtsc_counts_retired_instructions():
     cpu = run(CPU(1 << 20), "nop\nnop\nrdtsc\nmov esi, eax\nnop\nrdtsc")
     assert cpu.regs[6] == 2 and cpu.regs[0] == 5
+
+
+def _first_exception(cpu: CPU, text: str):
+    from x86core.cpu import StopExecution
+
+    def stop(cpu, exc):
+        cpu.last = exc
+        raise StopExecution(str(exc))
+    cpu.exception_hook = stop
+    cpu.last = None
+    cpu.halted = False
+    cpu.load_flat_segments()
+    cpu.regs[4] = 0x8000
+    cpu.mem.load(0x1000, asm(text + "\nhlt", base=0x1000))
+    cpu.eip = 0x1000
+    cpu.run(1000)
+    return cpu.last.vector if cpu.last else None
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_x87_without_fpu_is_ud_or_nm_by_cr0(cache):
+    cpu = CPU(1 << 20)
+    cpu.blocks.enabled = cache
+    assert _first_exception(cpu, "db 0xdb, 0xe3") == 6                   # no FPU, EM=TS=0: #UD
+    cpu.cr0 |= 0x8                                                 # TS, after the block was built
+    assert _first_exception(cpu, "db 0xdb, 0xe3") == 7
+    cpu.cr0 = (cpu.cr0 & ~0x8) | 0x4                               # EM
+    assert _first_exception(cpu, "db 0xdb, 0xe3") == 7
+
+
+@pytest.mark.parametrize("cr0_bits, expected", [(0, None), (0x8, None), (0x2, None), (0xA, 7)])
+def test_fwait_faults_only_with_ts_and_mp(cr0_bits, expected):
+    cpu = CPU(1 << 20)
+    cpu.cr0 |= cr0_bits
+    assert _first_exception(cpu, "fwait") == expected
