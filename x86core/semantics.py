@@ -696,6 +696,9 @@ def popa(em, insn):
 @semantics("pushf", "pushfw")
 def pushf(em, insn):
     size = insn.opsize // 8
+    if em.cpl == 3 and not em.flat:
+        # In V86 mode PUSHF is IOPL-sensitive (SDM PUSHF): #GP(0) below IOPL 3.
+        em.emit("if EF() & 0x20000 and EF() & 0x3000 != 0x3000: raise FAULT(13)")
     # VM and RF are never copied to the stack image (SDM PUSHF).
     push(em, size, f"(EF() | {em.all_flags()}) & {MASKS[size] & ~0x30000:#x}")
 

@@ -51,6 +51,8 @@ class Helpers:
         """POPF's masking: IOPL only at CPL 0, IF only at CPL <= IOPL; VM and
         RF are never loaded from the stack image."""
         cpu = self.cpu
+        if cpu.eflags & F.VM and cpu.eflags & F.IOPL != F.IOPL:
+            raise fault(GP, 0)          # IOPL-sensitive in V86 mode
         keep = F.VM | F.RF | F.VIF | F.VIP
         if cpu.cr0 & 1:
             if cpu.cpl > 0:

@@ -82,3 +82,29 @@ def test_popf_masks_if_and_iopl_by_privilege(cpl, iopl):
     flags = cpu.get_eflags()
     assert (flags >> 12 & 3) == (3 if cpl == 0 else iopl)        # IOPL only at CPL 0
     assert bool(flags & 0x200) == (cpl > iopl)                  # IF only at CPL <= IOPL
+
+
+def v86_machine(iopl: int) -> CPU:
+    """A CPU already in virtual-8086 mode (as IRET with VM would leave it)."""
+    cpu = machine(3, iopl)
+    cpu.set_eflags(0x20202 | iopl << 12)
+    for seg in range(6):
+        cpu.seg_sel[seg], cpu.seg_base[seg], cpu.seg_limit[seg] = 0, 0, 0xFFFF
+        cpu.seg_attr[seg] = 0xFB if seg == 1 else 0xF3
+    cpu.bits = 16
+    cpu.mode_changed()
+    return cpu
+
+
+@pytest.mark.parametrize("text", ["pushf", "push 0x202\npopf", "cli", "sti"])
+@pytest.mark.parametrize("iopl", [0, 3])
+def test_v86_iopl_sensitive_instructions(text, iopl):
+    cpu = v86_machine(iopl)
+    result = outcome(cpu, "bits 16\n" + text)
+    assert result == (None if iopl == 3 else (13, 0))
+
+
+def test_v86_popf_keeps_vm_and_iopl():
+    cpu = v86_machine(3)
+    assert outcome(cpu, "bits 16\npush 0\npopf") is None
+    assert cpu.get_eflags() & 0x20000 and cpu.get_eflags() >> 12 & 3 == 3
