@@ -178,6 +178,33 @@ def _software_start(cpu, vector: int) -> tuple[int, bool]:
 
 # -- helpers ---------------------------------------------------------------------------------
 
+def _fill(cpu, lin: int, write: bool, user: bool) -> int:
+    """Translate for an access at the given privilege (#PF as it would
+    raise) and enter plain RAM pages in that privilege class's TLB, as
+    cpu._fill does for the current class.  Returns the physical page."""
+    phys = cpu.translate(lin, write, user) & 0xFFFFF000
+    mem = cpu.mem
+    ppn = phys >> 12
+    if ppn not in mem.device_pages and phys + 4096 <= mem.size:
+        tlb_r, tlb_w = cpu._tlbs[user]
+        tlb_r[lin >> 12] = phys
+        if write and not cpu.blocks.holds_code(ppn):
+            tlb_w[lin >> 12] = phys
+    return phys
+
+
+def _read(cpu, lin: int, size: int, user: bool = False) -> int:
+    """A read the processor makes for itself (supervisor for the tables, at
+    the stack's privilege for pops), through that privilege class's TLB."""
+    off = lin & 0xFFF
+    if off + size <= 4096:
+        page = cpu._tlbs[user][0].get(lin >> 12)
+        if page is None:
+            page = _fill(cpu, lin, False, user)
+        return cpu.mem.read(page | off, size)
+    return cpu.read_linear(lin, size, user)
+
+
 def _descriptor(cpu, selector: int):
     """(Descriptor, linear address) for a selector, or None when it lies
     beyond its table's limit (or names the LDT while LDTR is null)."""
@@ -191,7 +218,7 @@ def _descriptor(cpu, selector: int):
     if index + 7 > limit:
         return None
     addr = (base + index) & 0xFFFFFFFF
-    return sg.Descriptor.parse(cpu.read_system(addr, 8)), addr
+    return sg.Descriptor.parse(_read(cpu, addr, 8)), addr
 
 
 def _in_limit(offset: int, size: int, limit: int, attr: int) -> bool:
@@ -221,12 +248,20 @@ def _stack_slots(base, limit, attr, esp, b32, slot, values, err):
 def _plan(cpu, writes, user: bool, plan: list) -> None:
     """Translate every page `writes` touch for writing (#PF now, before
     anything is written) and add (physical, size, value) pieces to plan."""
+    tlb = cpu._tlbs[user][1]
     for lin, size, value in writes:
+        off = lin & 0xFFF
+        if off + size <= 4096:
+            page = tlb.get(lin >> 12)
+            if page is not None:                # writable at this privilege, RAM, no code
+                plan.append((page | off, size, value))
+                continue
         done = 0
         while done < size:
             a = (lin + done) & 0xFFFFFFFF
             n = min(size - done, 4096 - (a & 0xFFF))
-            plan.append((cpu.translate(a, True, user), n, (value >> (8 * done)) & ((1 << (8 * n)) - 1)))
+            phys = _fill(cpu, a, True, user) | (a & 0xFFF)
+            plan.append((phys, n, (value >> (8 * done)) & ((1 << (8 * n)) - 1)))
             done += n
 
 
@@ -276,7 +311,7 @@ def _deliver_once(cpu, vector: int, error_code, kind: str) -> None:
     idt_base, idt_limit = cpu.idtr
     if vector * 8 + 7 > idt_limit:
         raise fault(GP, idt_err)
-    raw = cpu.read_system((idt_base + vector * 8) & 0xFFFFFFFF, 8)
+    raw = _read(cpu, (idt_base + vector * 8) & 0xFFFFFFFF, 8)
     hi = raw >> 32
     gtype = hi >> 8 & 0x1F                      # type with the S bit: gates have S = 0
     if gtype not in GATE_TYPES:
@@ -331,14 +366,14 @@ def _deliver_once(cpu, vector: int, error_code, kind: str) -> None:
             at = (new_cpl << 3) + 4
             if at + 5 > tlimit:
                 raise fault(TS, (tsel & 0xFFFC) | ext)
-            new_ss = cpu.read_system((tbase + at + 4) & 0xFFFFFFFF, 2)
-            new_esp = cpu.read_system((tbase + at) & 0xFFFFFFFF, 4)
+            new_ss = _read(cpu, (tbase + at + 4) & 0xFFFFFFFF, 2)
+            new_esp = _read(cpu, (tbase + at) & 0xFFFFFFFF, 4)
         else:
             at = (new_cpl << 2) + 2
             if at + 3 > tlimit:
                 raise fault(TS, (tsel & 0xFFFC) | ext)
-            new_ss = cpu.read_system((tbase + at + 2) & 0xFFFFFFFF, 2)
-            new_esp = cpu.read_system((tbase + at) & 0xFFFFFFFF, 2)
+            new_ss = _read(cpu, (tbase + at + 2) & 0xFFFFFFFF, 2)
+            new_esp = _read(cpu, (tbase + at) & 0xFFFFFFFF, 2)
         if new_ss & ~3 == 0:
             raise fault(TS, ext)
         ss_err = (new_ss & 0xFFFC) | ext
@@ -448,7 +483,7 @@ class _Pops:
         size, sp = self.size, self.sp
         if not _in_limit(sp, size, self.limit, self.attr if self.check else self.attr & ~0x1C | 0x10):
             raise fault(SS, 0)
-        value = self.cpu.read_linear((self.base + sp) & 0xFFFFFFFF, size, self.user)
+        value = _read(self.cpu, (self.base + sp) & 0xFFFFFFFF, size, self.user)
         self.sp = (sp + size) & self.mask
         return value
 
@@ -599,15 +634,14 @@ def _iret_protected(cpu, size: int) -> bool:
     cpu.regs[ESP] = new_esp
     cpu.set_eflags(new_flags)
     _set_seg(cpu, SS_REG, ss, sdesc.base, sdesc.limit, sdesc.attr | 1)
-    sg.load_cs(cpu, cs, cdesc, rpl)
-    cpu.eip = eip
     for seg in (ES, DS, FS, GS):
         attr = cpu.seg_attr[seg]
         if cpu.seg_sel[seg] & ~3 == 0 or not attr & 0x10:
             _set_seg(cpu, seg, 0, 0, 0, 0)          # a null (unusable) register stays null
         elif attr & 0xC != 0xC and (attr >> 5 & 3) < rpl:
             _set_seg(cpu, seg, 0, 0, 0, 0)          # data or non-conforming code, too privileged
-    cpu.mode_changed()
+    sg.load_cs(cpu, cs, cdesc, rpl)
+    cpu.eip = eip
     return True
 
 

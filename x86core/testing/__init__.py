@@ -11,13 +11,15 @@ descriptors, gates, tables, TSSs, page maps and whole machine states
         assert run_scenario(scenario) == expected(scenario)
 """
 from .machine import Observed, expected, load_cpu, run_scenario
-from .strategies import (Scenario, code_descriptors, data_descriptors, descriptor, gate, gates,
-                         gdts, idts, machine_states, page_maps, segment_descriptors, selectors,
-                         stack_tops, system_descriptors, table_bytes, tss_contents)
+from .strategies import (EVENTS, Scenario, baseline_gdt, code_descriptors, data_descriptors,
+                         descriptor, gate, gates, gdts, good_gates, idts, kernel_gates,
+                         machine_states, page_maps, segment_descriptors, selectors, stack_tops,
+                         system_descriptors, table_bytes, tss_contents)
 
 __all__ = [
-    "Observed", "Scenario", "code_descriptors", "data_descriptors", "descriptor", "expected",
-    "gate", "gates", "gdts", "idts", "load_cpu", "machine_states", "page_maps", "run_scenario",
+    "EVENTS", "Observed", "Scenario", "baseline_gdt", "code_descriptors", "data_descriptors",
+    "descriptor", "expected", "gate", "gates", "gdts", "good_gates", "idts", "kernel_gates",
+    "load_cpu", "machine_states", "page_maps", "run_scenario",
     "segment_descriptors", "selectors", "stack_tops", "system_descriptors", "table_bytes",
     "tss_contents",
 ]

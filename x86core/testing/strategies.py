@@ -33,6 +33,7 @@ from ..reference import Event, MachineState, Paging, Seg, Table
 MEMORY = 0x110000
 PAGE_DIRECTORY, PAGE_TABLE = 0x100000, 0x101000
 CODE_PAGE = 0x8000
+HANDLER_PAGE = 0x9000               # where the baseline gates point
 STACK_LOW, STACK_HIGH = 0x10000, 0x80000
 
 # Baseline GDT layout: index -> role.
@@ -176,24 +177,43 @@ def gdts(draw, tss_base=0x6000, tss_limit=0x67, tss_type=0xB, ldt_base=0x3000):
     return gdt
 
 
-def good_gates():
+def kernel_gates():
     """Present 32-bit interrupt or trap gates to the ring 0 code segment."""
     return st.builds(lambda t, dpl: gate(KCODE << 3, 0x9000, t, dpl),
                      st.sampled_from([0xE, 0xF]), st.sampled_from([0, 3]))
 
 
+_GOOD_TARGETS = {"ring 0": (KCODE << 3, (0xE, 0xF)), "ring 1": (3 << 3 | 1, (0xE, 0xF)),
+                 "ring 2": (5 << 3 | 2, (0xE, 0xF)), "conforming": (CONFORMING0 << 3, (0xE, 0xF)),
+                 "16-bit": (CODE16 << 3, (6, 7))}
+
+
 @st.composite
-def idts(draw, vectors, handlers=()):
-    """An IDT (dict vector -> raw gate): any gate (mostly well-formed, often
-    broken in one way) at each of `vectors`, and at each of `handlers`
-    (the double-fault and contributory vectors) mostly a good gate."""
+def good_gates(draw, dpl=st.sampled_from([0, 3, 3, 3])):
+    """Present gates that work when the baseline GDT is intact: to ring 0
+    (mostly), ring 1 (lguest's Guest kernel), ring 2, the conforming ring 0
+    segment, or the 16-bit ring 0 segment through a 16-bit gate."""
+    target = draw(st.sampled_from(["ring 0"] * 4 + ["ring 1", "ring 1", "ring 2", "conforming",
+                                                    "16-bit"]))
+    selector, types = _GOOD_TARGETS[target]
+    return gate(selector, 0x9000, draw(st.sampled_from(types)), draw(dpl))
+
+
+@st.composite
+def idts(draw, vectors, handlers=(), event_gates=None):
+    """An IDT (dict vector -> raw gate): at each of `vectors` a gate from
+    `event_gates`, by default any gate (a good one a third of the time,
+    else mostly well-formed but often broken in one way, or noise); at each
+    of `handlers` (the double-fault and contributory vectors) mostly a good
+    ring 0 gate."""
+    if event_gates is None:
+        event_gates = st.one_of(good_gates(), good_gates(), gates(), gates(), gates(), gates(),
+                                st.integers(0, (1 << 64) - 1))
     idt = {}
     for v in handlers:
-        idt[v] = draw(good_gates()) if draw(st.integers(0, 9)) else draw(gates())
+        idt[v] = draw(kernel_gates()) if draw(st.integers(0, 9)) else draw(gates())
     for v in vectors:
-        choice = draw(st.integers(0, 19))
-        idt[v] = draw(good_gates() if choice < 4 else
-                      st.integers(0, (1 << 64) - 1) if choice == 4 else gates())
+        idt[v] = draw(event_gates)
     return idt
 
 
@@ -286,11 +306,14 @@ def _segment_cache(raw: int, selector: int) -> Seg:
 
 @st.composite
 def machine_states(draw, modes=st.sampled_from(["protected"] * 8 + ["v86", "real"]),
-                   events=st.sampled_from(EVENTS)):
+                   events=st.sampled_from(EVENTS), event_gates=None):
     """A Scenario: protected mode at any CPL (or virtual-8086 or real mode),
-    paging on or off, and one event: INT n (any vector), INT3, INTO, #UD,
-    #GP(0) (HLT above ring 0), #DE, #PF (a write to an unmapped page), an
-    external interrupt, INT1."""
+    paging on or off (the code and handler pages always mapped), and one
+    event: INT n (any vector), INT3, INTO, #UD, #GP(0) (HLT above ring 0),
+    #DE, #PF (a write to an unmapped page), an external interrupt, INT1.
+    `modes` draws "protected", "v86" or "real"; `events` one of EVENTS;
+    `event_gates` (raw gates) overrides the IDT gate of the event's vector
+    (see idts)."""
     mode = draw(modes)
     kind = draw(events)
     if mode == "real":
@@ -319,7 +342,7 @@ def machine_states(draw, modes=st.sampled_from(["protected"] * 8 + ["v86", "real
     gdt_limit = draw(st.sampled_from([8 * gdt_count - 1] * 12 + [8 * TSS_INDEX + 7, 0x3F]))
     ldt = {1: descriptor(0, 0xFFFFFFFF, 0x9B), 2: descriptor(0, 0xFFFFFFFF, 0x93),
            3: draw(segment_descriptors())}
-    idt = draw(idts([event_vector], sorted({8, 10, 11, 12, 13, 14} - {event_vector})))
+    idt = draw(idts([event_vector], sorted({8, 10, 11, 12, 13, 14} - {event_vector}), event_gates))
     idt_limit = draw(st.sampled_from([0x7FF] * 12 + [event_vector * 8 + 6, 8 * 13 + 7, 8 * 8 + 7]))
     tss = draw(tss_contents(stack_tops(), 32 if tss32 else 16))
 
@@ -402,7 +425,8 @@ def machine_states(draw, modes=st.sampled_from(["protected"] * 8 + ["v86", "real
         for sp in stack_ptrs:
             interesting.update({(sp - 1) >> 12 & 0xFFFFF, (sp - 40) >> 12 & 0xFFFFF})
         interesting = {p for p in interesting if p < 0x100}
-        page_map = draw(page_maps({CODE_PAGE >> 12}, cpl == 3, sorted(interesting - tables),
+        page_map = draw(page_maps({CODE_PAGE >> 12, HANDLER_PAGE >> 12}, cpl == 3,
+                                  sorted(interesting - tables),
                                   sorted(tables)))
 
     state = MachineState(
@@ -425,14 +449,15 @@ def _real_mode_scenario(draw, kind):
     event_vector = {"int": vector, "int3": 3, "into": 4, "ud2": 6, "div0": 0, "irq": vector,
                     "int1": 1}[kind]
     ivt_base = draw(st.sampled_from([0, 0, 0x4000]))
-    ivt_limit = draw(st.sampled_from([0x3FF] * 5 + [event_vector * 4 + 2, 13 * 4 + 3]))
+    ivt_limit = draw(st.sampled_from([0x3FF] * 12 + [event_vector * 4 + 2, 13 * 4 + 3]))
     ivt = draw(st.binary(min_size=0x400, max_size=0x400))
     cs = Seg(CODE_PAGE >> 4, CODE_PAGE, 0xFFFF, 0x93)
     eip = draw(st.integers(0, 0xFF0))
     ss_sel = draw(st.integers(STACK_LOW >> 4, (STACK_HIGH >> 4) - 0x1000))
     ss = Seg(ss_sel, ss_sel << 4, 0xFFFF, 0x93)
     regs = [draw(st.integers(0, 0xFFFFFFFF)) for _ in range(8)]
-    regs[4] = draw(st.one_of(st.integers(0, 0xFFFF), st.sampled_from([0, 1, 2, 4, 5, 6, 0xFFFF])))
+    regs[4] = draw(st.one_of(st.integers(0, 0xFFFF), st.integers(0, 0xFFFF), st.integers(0, 0xFFFF),
+                             st.sampled_from([0, 1, 2, 4, 5, 6, 0xFFFF])))
     data = [Seg(s, s << 4, 0xFFFF, 0x93) for s in draw(st.lists(st.integers(0, 0xFFFF),
                                                                  min_size=4, max_size=4))]
     eflags = (draw(st.integers(0, 0xFFFFFFFF)) & EFLAGS_DEFINED & ~0x20000) | 2
