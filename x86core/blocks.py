@@ -191,9 +191,11 @@ class BlockCache:
         vpn, ppn = block.tail
         page = self.cpu.tlb_r.get(vpn)
         if page is None:
+            cr2 = self.cpu.cr2
             try:
                 page = self.cpu.translate(vpn << 12, False)
             except CPUException:
+                self.cpu.cr2 = cr2  # only a probe: no fault is taken here
                 return False        # rebuilt: the fetch fault belongs to its instruction
         return page >> 12 == ppn
 

@@ -274,10 +274,12 @@ class CPU:
         out = bytearray()
         while len(out) < size:
             a = (lin + len(out)) & 0xFFFFFFFF
+            cr2 = self.cr2
             try:
                 phys = self.translate(a, False)
             except CPUException:
                 if out:
+                    self.cr2 = cr2      # reading ahead, not a fault: CR2 stays
                     break
                 raise
             n = min(size - len(out), 4096 - (a & 0xFFF))
@@ -420,6 +422,11 @@ class CPU:
                     return "halt"
                 if not self._run_guarded(run_one):
                     return "exception"
+                if self.eflags & fl.RF:
+                    # RF (set by IRET from a fault frame) lasts one instruction;
+                    # with no debug breakpoints modelled, clearing it after the
+                    # next block is indistinguishable.
+                    self.eflags &= ~fl.RF
                 if self.irq_line is None and self.trace is None and self.blocks.enabled:
                     if not self._run_guarded(lambda: self._run_chain(limit)):
                         return "exception"

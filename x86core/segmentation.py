@@ -106,10 +106,10 @@ def load_segment(cpu, seg: int, selector: int) -> None:
     if not cpu.cr0 & 1 or cpu.eflags & 0x20000:      # real mode or V86: base = selector * 16
         cpu.seg_sel[seg] = selector
         cpu.seg_base[seg] = selector << 4
-        if not cpu.cr0 & 1:
-            pass            # real mode keeps the cached limit ("unreal" mode works)
-        else:
+        if cpu.cr0 & 1:     # V86: a 64 KiB writable data segment at ring 3
             cpu.seg_limit[seg] = 0xFFFF
+            cpu.seg_attr[seg] = 0xF3
+        # real mode keeps the cached limit and attributes ("unreal" mode works)
         cpu.mode_changed()
         return
     rpl = selector & 3

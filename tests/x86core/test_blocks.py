@@ -99,3 +99,10 @@ def test_code_patched_by_a_running_loop_takes_effect():
               "cmp ecx, 301\njne l\nhlt")
     assert cpu.run() == "halt"
     assert cpu.regs[3] == sum(range(1, 301))
+
+
+def test_reading_ahead_past_the_code_page_leaves_cr2_alone():
+    cpu = machine(paging_hole=0x2000)       # code page 0x1000, absent page after it
+    cpu.cr2 = 0x1234
+    load(cpu, "mov eax, 5\nhlt")            # the builder reads ahead into 0x2000
+    assert cpu.run() == "halt" and cpu.cr2 == 0x1234
