@@ -74,19 +74,11 @@ def _environment(args) -> list[str]:
 def _flat_process(path, argv, base, cache):
     """A flat binary loaded at --base and entered there, with the same stack
     and system calls as an ELF program."""
-    from . import linux
+    from .elf import PF_R, PF_W, PF_X, PT_LOAD, ELFImage, Segment
+    from .linux import Process
     data = Path(path).read_bytes()
-    proc = linux.Process.__new__(linux.Process)
-    from .elf import ELFImage, Segment, PT_LOAD, PF_R, PF_W, PF_X
     seg = Segment(PT_LOAD, 0, base, len(data), len(data) + 0x10000, PF_R | PF_W | PF_X, 4096)
-    image = ELFImage(base, 0, 32, 0, (seg,), data)
-    proc.image = image
-    proc.cpu = linux.CPU(linux.MEMORY)
-    proc.cpu.blocks.enabled = cache
-    proc.stdout, proc.stderr = sys.stdout.buffer, sys.stderr.buffer
-    proc.exit_status, proc.reason, proc.syscalls = None, "", 0
-    proc._load(argv, [])
-    return proc
+    return Process(path, argv, [], cache=cache, image=ELFImage(base, 0, 32, 0, (seg,), data))
 
 
 def cmd_run(args) -> int:

@@ -71,7 +71,7 @@ def _runtime(cpu) -> tuple:
             _ST[2].pack_into, _ST[4].pack_into, _ST[8].pack_into,
             cpu.read_slow, cpu.write_slow, cpu.seg_base, cpu.seg_sel, F.carry,
             F.eval_flags, F.condition, F.PARITY, CPUException,
-            h.eflags, h.cld, h.std, h.cli, h.sti, h.hlt, h.load_segment, h.popf, h.cpuid,
+            h.eflags, h.cld, h.std, h.cli, h.sti, h.hlt, h.load_segment, h.popf, cpu.cpuid,
             h.rdtsc, h.port_in, h.port_out, h.system, h.rdmsr, h.wrmsr, h.read_cr, h.write_cr,
             h.read_dr, h.write_dr, h.far_jump, h.far_call, h.far_ret, h.iret, h.divide_error,
             h.software_interrupt, h.trap, h.fault,

@@ -26,7 +26,7 @@ ARITH_KIND = {"add": F.K_ADD, "sub": F.K_SUB, "cmp": F.K_SUB,
 # Instructions that leave all six arithmetic flags defined from scratch.
 FULL_FLAG_WRITERS = frozenset({
     "add", "sub", "cmp", "and", "or", "xor", "test", "neg", "adc", "sbb",
-    "cmpxchg", "xadd", "mul", "imul", "sahf_full", "popf", "popfw", "daa", "das",
+    "cmpxchg", "xadd", "mul", "imul", "popf", "popfw", "daa", "das",
     "aaa", "aas", "aam", "aad", "bsf", "bsr", "cmpxchg8b", "cmps", "scas",
 })
 CONDS = ("o", "no", "b", "ae", "e", "ne", "be", "a", "s", "ns", "p", "np", "l", "ge", "le", "g")
@@ -69,6 +69,11 @@ class Emitter:
     def emit(self, line: str, indent: int = 0) -> None:
         self.lines.append("    " * indent + line)
         self.line_insn.append(self.index)
+
+    def indent_since(self, start: int, levels: int = 1) -> None:
+        """Put the lines emitted since `start` inside the block opened just before."""
+        for i in range(start, len(self.lines)):
+            self.lines[i] = "    " * levels + self.lines[i]
 
     def new(self, stem: str = "t") -> str:
         self.tmp += 1

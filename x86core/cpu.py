@@ -393,10 +393,6 @@ class CPU:
         self.io.write(port & 0xFFFF, size, value)
 
     # -- running ------------------------------------------------------------------
-    def step(self) -> None:
-        """Execute one block (or one instruction with the cache off)."""
-        self.blocks.run_one()
-
     def run(self, max_instructions: int | None = None) -> str:
         """Run until HLT with no interrupt to wake it ("halt"), an exception
         nobody takes ("exception"), a triple fault ("shutdown"), a hook's

@@ -19,7 +19,7 @@ import struct
 import sys
 
 from .cpu import CPU, StopExecution
-from .elf import ELFError, parse_elf
+from .elf import ELFError, ELFImage, parse_elf
 from .exceptions import BP, DE, GP, PF, SS, UD, NP, CPUException
 from .segmentation import make_descriptor
 
@@ -44,9 +44,14 @@ class Process:
     """One program on a bare CPU, with its system calls."""
 
     def __init__(self, path: str, argv: list[str], env: list[str] | None = None,
-                 stdout=None, stderr=None, cache: bool = True, memory: int = MEMORY):
-        with open(path, "rb") as f:
-            self.image = parse_elf(f.read())
+                 stdout=None, stderr=None, cache: bool = True, memory: int = MEMORY,
+                 image: ELFImage | None = None):
+        """Load the ELF file at `path`, or `image` when one is given (a flat
+        binary described as an image, say)."""
+        if image is None:
+            with open(path, "rb") as f:
+                image = parse_elf(f.read())
+        self.image = image
         self.cpu = CPU(memory)
         self.cpu.blocks.enabled = cache
         self.stdout = stdout if stdout is not None else sys.stdout.buffer
@@ -105,7 +110,6 @@ class Process:
     def _build_stack(self, argv, env) -> int:
         mem = self.cpu.mem
         sp = STACK_TOP
-        strings = []
 
         def put(data: bytes) -> int:
             nonlocal sp

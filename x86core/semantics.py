@@ -41,7 +41,7 @@ def mov(em: Emitter, insn: Instruction):
         if dst.kind == REG and dst.size == 4:
             em.set_reg(4, dst.reg, value)      # a 32-bit register gets the zero-extended selector
         else:
-            em.operand(dst, insn).put(value) if dst.kind == MEM else em.set_reg(2, dst.reg, value)
+            em.operand(dst, insn).put(value)    # memory, or a 16-bit register
         return
     value = em.read(src, insn)
     if dst.kind == REG:
@@ -420,8 +420,7 @@ def _shift_result(em, place, r, c, o, name, size, guarded):
         # AF is undefined after a shift; processors leave it cleared.
         em.set_flags(F.K_RESULT, size, r, "0", f"{c} | {o} << 11")
     if guarded:
-        for i in range(start, len(em.lines)):
-            em.lines[i] = "    " + em.lines[i]
+        em.indent_since(start)
         em.known = None     # count may have been zero: the old flags survive
 
 
@@ -513,8 +512,7 @@ def bsf(em, insn):
         idx = f"{v}.bit_length() - 1"
     start = len(em.lines)
     em.set_reg(dst.size, dst.reg, idx)
-    for i in range(start, len(em.lines)):
-        em.lines[i] = "    " + em.lines[i]
+    em.indent_since(start)
     # ZF = source was zero, when the destination is left unchanged (as
     # processors do).  The other flags are undefined; Unicorn/QEMU derive
     # them from the source as for a logic op, and so do we.
@@ -546,8 +544,7 @@ for _cc, _name in enumerate(CONDS):
         em.emit(f"if {cond}:")
         start = len(em.lines)
         em.set_reg(dst.size, dst.reg, v)
-        for i in range(start, len(em.lines)):
-            em.lines[i] = "    " + em.lines[i]
+        em.indent_since(start)
 
     SEMANTICS[f"j{_name}"] = _jcc
     SEMANTICS[f"set{_name}"] = _setcc
@@ -948,8 +945,7 @@ def string(em, insn):
             em.emit(f"if {r}: break")
         elif rep == 0xF2:
             em.emit(f"if not {r}: break")
-    for i in range(start, len(em.lines)):
-        em.lines[i] = "    " * ind + em.lines[i]
+    em.indent_since(start, ind)
     if rep and cmp_a is not None:
         em.known = None     # zero iterations leave the old flags
 
@@ -973,8 +969,7 @@ def cmpxchg(em, insn):
     em.emit(f"if {r}:")
     start = len(em.lines)
     em.set_reg(size, 0, d)
-    for i in range(start, len(em.lines)):
-        em.lines[i] = "    " + em.lines[i]
+    em.indent_since(start)
     em.set_flags(F.K_SUB, size, r, acc, d)
 
 

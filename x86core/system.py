@@ -88,10 +88,6 @@ class Helpers:
         self.cpu.halted = True
 
     # -- processor identification and MSRs ------------------------------------------------
-    def cpuid(self, leaf: int):
-        a, b, c, d = self.cpu.cpuid(leaf)
-        return a, b, c, d
-
     def rdtsc(self) -> int:
         cpu = self.cpu
         if cpu.cr4 & 0x4 and cpu.cpl != 0 and cpu.cr0 & 1:     # CR4.TSD
