@@ -322,16 +322,7 @@ def far_call(cpu, selector: int, offset: int, next_eip: int, size: int) -> None:
     desc, addr = _read(cpu, selector)
     if desc.s:
         _check_direct_code(cpu, selector, desc)
-        stack = _Stack.current(cpu)
-        stack.push(size, cpu.seg_sel[CS])
-        stack.push(size, next_eip)
-        if offset > desc.limit:
-            raise fault(GP, 0)
-        stack.probe()
-        sg.set_accessed(cpu, addr, desc)
-        stack.commit()
-        sg.load_cs(cpu, selector, desc, cpu.cpl)
-        cpu.eip = offset
+        _call_same_level(cpu, size, next_eip, selector, desc, addr, offset)
         return
     if desc.type in (CALL_GATE16, CALL_GATE32):
         _call_gate(cpu, selector, desc, next_eip)
@@ -412,15 +403,21 @@ def _call_gate(cpu, selector: int, gate: sg.Descriptor, next_eip: int) -> None:
         cpu.eip = target
         return
     # SAME-PRIVILEGE (a conforming segment, or one at the CPL).
+    _call_same_level(cpu, gsize, next_eip, csel, cdesc, caddr, target)
+
+
+def _call_same_level(cpu, size, next_eip, selector, desc, addr, target) -> None:
+    """Push CS:EIP on the current stack and enter `desc` at the CPL; every
+    check (stack room, the target within the limit) before anything changes."""
     stack = _Stack.current(cpu)
-    stack.push(gsize, cpu.seg_sel[CS])
-    stack.push(gsize, next_eip)
-    if target > cdesc.limit:
+    stack.push(size, cpu.seg_sel[CS])
+    stack.push(size, next_eip)
+    if target > desc.limit:
         raise fault(GP, 0)
     stack.probe()
-    sg.set_accessed(cpu, caddr, cdesc)
+    sg.set_accessed(cpu, addr, desc)
     stack.commit()
-    sg.load_cs(cpu, csel, cdesc, cpu.cpl)
+    sg.load_cs(cpu, selector, desc, cpu.cpl)
     cpu.eip = target
 
 
