@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The project's two entry points, runnable with nothing but Python 3.11+.
 
-    python3 dev.py demo     run the main job on a bundled demo
+    python3 dev.py demo     the main job: the Launcher running a bundled demo Guest program
     python3 dev.py test     run the test suite (CI runs exactly this)
 
 Each creates .venv on first use and installs the project with what it needs;
@@ -38,7 +38,9 @@ def main(argv: list[str]) -> int:
     command, rest = argv[0], argv[1:]
     if command == "demo":
         ensure_venv("")
-        return subprocess.run([str(PY), "-m", "x86core", "demo", *rest], cwd=ROOT).returncode
+        # `lguest run` with no program runs the bundled demo and says so.
+        return subprocess.run([str(PY), "-m", "lguest_host", "run", "--stats", *rest],
+                              cwd=ROOT).returncode
     if command == "test":
         ensure_venv("test")
         args = list(rest)

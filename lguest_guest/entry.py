@@ -20,12 +20,14 @@ in a C kernel.  A coroutine that finishes returns to `ret_from_trap`, which
 pops the saved registers and leaves through lguest_iret: the Guest's IRET
 path, whose noirq range the Host never interrupts.
 """
+import functools
+
 import attrs
 
 from lguest_host.abi import (USER_DS, KERNEL_PHYS, LGUEST_TRAP_ENTRY, PAGE_OFFSET, PAGE_SIZE,
                              TRAPS_WITH_ERROR_CODE, LguestData)
 from x86core import interrupts
-from x86core.asm import assemble
+from x86core.asm import assemble, vector_stubs
 from x86core.exceptions import CPUException
 from x86core.native import NativeCode
 
@@ -104,12 +106,7 @@ def head_source() -> str:
         "    iret",
         "lguest_noirq_end:",
     ]
-    for vector in range(256):
-        lines.append(f"vector_{vector}:")
-        if vector not in TRAPS_WITH_ERROR_CODE:
-            lines.append("    push 0")
-        lines.append(f"    push {vector:#x}")
-        lines.append("    jmp trap_common")
+    lines.append("vectors:")
     return "\n".join(lines)
 
 
@@ -128,11 +125,21 @@ class KernelImage:
         return self.labels[f"vector_{vector}"]
 
 
-def build_image() -> KernelImage:
+@functools.cache
+def _assembled() -> tuple[bytes, dict]:
     program = assemble(head_source(), base=KERNEL_VIRT)
-    if len(program.code) > CODE_PAGES * PAGE_SIZE:
+    labels = dict(program.labels)
+    stubs, addresses = vector_stubs(labels["vectors"], labels["trap_common"],
+                                    TRAPS_WITH_ERROR_CODE)
+    labels.update({f"vector_{v}": a for v, a in enumerate(addresses)})
+    return program.code + stubs, labels
+
+
+def build_image() -> KernelImage:
+    code, labels = _assembled()
+    if len(code) > CODE_PAGES * PAGE_SIZE:
         raise AssertionError("the kernel's entry code outgrew its pages")
-    return KernelImage(code=program.code, labels=dict(program.labels))
+    return KernelImage(code=code, labels=dict(labels))
 
 
 class Entry:

@@ -91,6 +91,7 @@ range, ...) and nothing else escapes.
 """
 from __future__ import annotations
 
+import functools
 import re
 
 import attrs
@@ -99,7 +100,7 @@ from . import opcodes
 from .instruction import (CREG, DREG, REG, SREG, REG8_NAMES, REG16_NAMES,
                           REG32_NAMES, SEG_NAMES, CS, DS, ES, SS)
 
-__all__ = ["asm", "assemble", "AsmError", "Program", "ListingLine"]
+__all__ = ["asm", "assemble", "AsmError", "Program", "ListingLine", "vector_stubs"]
 
 
 # --------------------------------------------------------------------------
@@ -1937,3 +1938,37 @@ def _nop_run(patterns, count, longest) -> bytes:
         tail = patterns[last - 1]
         out += tail if tail is not None else patterns[last - 2] + patterns[0]
     return out
+
+
+# --------------------------------------------------------------------------
+# Interrupt entry stubs
+
+@functools.cache
+def _stub_templates() -> tuple[bytes, bytes, bytes]:
+    """`push 0`, and `push imm32` / `jmp rel32` with their 4-byte fields cut off."""
+    push_imm = asm("push 0x12345678")
+    jmp_rel = asm("jmp 0x12345678", base=0)
+    assert push_imm[-4:] == (0x12345678).to_bytes(4, "little") and len(push_imm) == 5
+    assert jmp_rel[-4:] == (0x12345678 - 5).to_bytes(4, "little") and len(jmp_rel) == 5
+    return asm("push 0"), push_imm[:-4], jmp_rel[:-4]
+
+
+def vector_stubs(base: int, target: int, error_code_vectors, count: int = 256
+                 ) -> tuple[bytes, list[int]]:
+    """The table of entry stubs an IDT points into: for each vector, `push 0`
+    where the CPU pushes no error code (so every frame has one), `push
+    vector` and `jmp target`.  The instructions are assembled once and
+    stamped out with their operands: assembling 768 lines on every start
+    took the better part of a second.  Returns (code at `base`, the address
+    of each vector's stub)."""
+    push0, push_imm, jmp_rel = _stub_templates()
+    out = bytearray()
+    addresses = []
+    for vector in range(count):
+        addresses.append(base + len(out))
+        if vector not in error_code_vectors:
+            out += push0
+        out += push_imm + vector.to_bytes(4, "little")
+        after = base + len(out) + 5
+        out += jmp_rel + ((target - after) & 0xFFFFFFFF).to_bytes(4, "little")
+    return bytes(out), addresses

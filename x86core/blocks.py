@@ -102,6 +102,7 @@ class BlockCache:
         # the current mapping and mode (see cpu.run's fast path).  Emptied
         # whenever a mapping, the mode or a code page changes.
         self.fast: dict[int, object] = {}
+        self.fasts: dict[tuple, dict] = {}        # one fast table per mode, kept across switches
         self.page_blocks: dict[int, list[tuple[dict, int]]] = {}
         self.single: dict[tuple, Block] = {}     # cache-off memo of one-instruction code
         self.compiled = 0
@@ -113,14 +114,22 @@ class BlockCache:
                 cpu.seg_base[1])
 
     def select_mode(self) -> None:
-        self.current = self.modes.setdefault(self.mode_key(), {})
+        key = self.mode_key()
+        self.current = self.modes.setdefault(key, {})
+        # A system call switches modes twice; each mode's validated blocks
+        # stay valid across the switch (mappings and code changes empty them all).
+        self.fast = self.fasts.setdefault(key, {})
+
+    def clear_fast(self) -> None:
+        for table in self.fasts.values():
+            table.clear()
         self.fast.clear()
 
     def holds_code(self, ppn: int) -> bool:
         return ppn in self.page_blocks
 
     def invalidate_page(self, ppn: int) -> None:
-        self.fast.clear()
+        self.clear_fast()
         self.cpu.mem.watched.discard(ppn)
         for table, key in self.page_blocks.pop(ppn, ()):
             table.pop(key, None)
@@ -128,8 +137,8 @@ class BlockCache:
 
     def paging_changed(self) -> None:
         """Blocks are validated against their physical page on lookup; only
-        the already-validated fast table must go."""
-        self.fast.clear()
+        the already-validated fast tables must go."""
+        self.clear_fast()
 
     def flush(self) -> None:
         for ppn in list(self.page_blocks):
@@ -152,7 +161,11 @@ class BlockCache:
         cpu = self.cpu
         lin = (cpu.seg_base[1] + cpu.eip) & 0xFFFFFFFF
         page = cpu.tlb_r.get(lin >> 12)
-        phys = (page | lin & 0xFFF) if page is not None else cpu.translate(lin, False)
+        if page is None:
+            # Fill the TLB as any read does, so the next dispatch of code on
+            # this page (and the fast chain) finds it.
+            page = cpu._fill(lin, False)
+        phys = page | lin & 0xFFF
         if self.enabled and cpu.trace is None:
             block = self.current.get(lin)
             if block is None or block.phys != phys or (block.tail is not None and not self._tail_holds(block)):
@@ -219,6 +232,10 @@ class BlockCache:
                 break
             if isinstance(insn, Undefined):
                 if not insns:
+                    native = cpu.native
+                    handler = native.entries.get(lin) if native is not None else None
+                    if handler is not None and cpu.cpl != 3 and code[:2] == b"\x0f\x0b":
+                        return self._native_block(handler, phys)
                     bad = fault(insn.vector)
                 break
             if insn.flags & 8:
@@ -255,6 +272,18 @@ class BlockCache:
             or end.mnemonic in ("int", "int3", "into", "int1") or (end.mnemonic in _FAR and any(
                 o.kind == 8 or (o.kind == MEM and o.size == end.opsize // 8 + 2) for o in end.operands))
         return block
+
+    def _native_block(self, handler, phys: int) -> Block:
+        """A native entry point (x86core.native): the UD2 there runs the
+        Python function instead of faulting.  Called directly from the
+        block, it costs a call rather than an exception and an IDT lookup."""
+        cpu = self.cpu
+
+        def run_native():
+            handler(cpu)                # sets EIP; a fault it raises leaves EIP here
+            cpu.icount += 1
+            return cpu.eip
+        return Block(run_native, phys, 1, "", [])
 
     def _x87_block(self, phys: int) -> Block:
         cpu = self.cpu

@@ -53,6 +53,7 @@ class CPU:
         # from the caches above by mode_changed().
         self.seg_max_read = [0xFFFF] * 6
         self.seg_max_write = [0xFFFF] * 6
+        self._mode_memo: dict[tuple, tuple] = {}
         self.cr0 = CR0_ET
         self.cr2 = self.cr3 = self.cr4 = 0
         self.dr = [0] * 8
@@ -82,6 +83,7 @@ class CPU:
         self.mem.on_watched_write = self.blocks.invalidate_page
         self.helpers = Helpers(self)
         self.exception_hook = None              # bare-metal runs: (cpu, exc) -> handled?
+        self.native = None                      # x86core.native.NativeCode, if any
         self.trace = None                       # callable(cpu, insn) per instruction when set
 
     # -- flags --------------------------------------------------------------
@@ -109,11 +111,20 @@ class CPU:
     def mode_changed(self) -> None:
         """Segment, CPL or paging state changed: pick the block set and TLB
         that match it."""
-        for s in range(6):
-            self.seg_max_read[s], self.seg_max_write[s] = self._segment_bounds(s)
-        self.flat = all(self.seg_base[s] == 0 and self.seg_max_write[s] == 0xFFFFFFFF
-                        for s in (ES, SS, DS)) and self.seg_base[CS] == 0 \
-            and self.seg_limit[CS] == 0xFFFFFFFF
+        # Privilege changes (every system call, every trap) come back to a
+        # handful of segment states, so the derived bounds are remembered.
+        key = (*self.seg_base, *self.seg_limit, *self.seg_attr,
+               self.cr0 & CR0_PE, self.eflags & fl.VM)
+        derived = self._mode_memo.get(key)
+        if derived is None:
+            bounds = [self._segment_bounds(s) for s in range(6)]
+            flat = all(self.seg_base[s] == 0 and bounds[s][1] == 0xFFFFFFFF
+                       for s in (ES, SS, DS)) and self.seg_base[CS] == 0 \
+                and self.seg_limit[CS] == 0xFFFFFFFF
+            if len(self._mode_memo) > 256:
+                self._mode_memo.clear()
+            derived = self._mode_memo[key] = ([b[0] for b in bounds], [b[1] for b in bounds], flat)
+        self.seg_max_read[:], self.seg_max_write[:], self.flat = derived
         self.tlb_r, self.tlb_w = self._tlbs[self.cpl == 3]
         self.blocks.select_mode()
 
@@ -174,7 +185,7 @@ class CPU:
 
     def invlpg(self, lin: int) -> None:
         vpn = lin >> PAGE_SHIFT
-        self.blocks.fast.clear()
+        self.blocks.clear_fast()
         self.tlb_global.discard(vpn)
         for r, w in self._tlbs.values():
             r.pop(vpn, None)

@@ -26,14 +26,29 @@ class NativeCode:
         self.entries: dict[int, object] = {}
         self._chained = cpu.exception_hook
         cpu.exception_hook = self._hook
+        # The block cache compiles a registered UD2 into a direct call (the
+        # hook below is the path for code run without the cache).
+        cpu.native = self
 
     def register(self, linear: int, handler) -> None:
         """Run `handler(cpu)` when supervisor code executes the UD2 at `linear`."""
         self.entries[linear & 0xFFFFFFFF] = handler
+        self._forget_blocks(linear & 0xFFFFFFFF)
+
+    def _forget_blocks(self, linear: int) -> None:
+        """A block already built at `linear` would still fault: drop it."""
+        blocks = self.cpu.blocks
+        for table in blocks.modes.values():
+            table.pop(linear, None)
+        blocks.clear_fast()
 
     def detach(self) -> None:
         if self.cpu.exception_hook == self._hook:
             self.cpu.exception_hook = self._chained
+        if self.cpu.native is self:
+            self.cpu.native = None
+            for linear in self.entries:
+                self._forget_blocks(linear)
 
     def _hook(self, cpu, exc: CPUException) -> bool:
         if exc.vector == UD and cpu.cpl != 3 and not exc.software:

@@ -15,6 +15,9 @@ from .exceptions import GP, NP, SS, fault
 ES, CS, SS_REG, DS, FS, GS = range(6)
 
 
+_PARSED: dict = {}
+
+
 @attrs.frozen
 class Descriptor:
     """One 8-byte GDT/LDT/IDT entry, decoded."""
@@ -30,6 +33,17 @@ class Descriptor:
 
     @classmethod
     def parse(cls, raw: int) -> "Descriptor":
+        # Descriptors are immutable values and a kernel loads the same few
+        # on every trap, so decoded ones are shared.
+        desc = _PARSED.get(raw)
+        if desc is None:
+            if len(_PARSED) > 4096:
+                _PARSED.clear()
+            desc = _PARSED[raw] = cls._decode(raw)
+        return desc
+
+    @classmethod
+    def _decode(cls, raw: int) -> "Descriptor":
         lo, hi = raw & 0xFFFFFFFF, raw >> 32
         base = (lo >> 16) | ((hi & 0xFF) << 16) | (hi & 0xFF000000)
         limit = (lo & 0xFFFF) | (hi & 0xF0000)

@@ -23,9 +23,11 @@ It is real machine code, assembled by x86core.asm and executed by the CPU:
 Our Host is Python, so there is no Host state to save or restore around the
 switch (Linux's saves Host segments, stack and CR3 here).
 """
+import functools
+
 import attrs
 
-from x86core.asm import assemble
+from x86core.asm import assemble, vector_stubs
 
 from ..abi import (GDT_ENTRIES, GDT_ENTRY_LGUEST_CS, GDT_ENTRY_LGUEST_DS, IDT_ENTRIES,
                    LGUEST_CS, LGUEST_DS, PAGE_SIZE, REGS_SIZE, SWITCHER_ADDR,
@@ -66,13 +68,15 @@ def switcher_source() -> str:
         "    push ebp", "    push edi", "    push esi",
         "    push edx", "    push ecx", "    push ebx", "    push eax",
         "    hlt",
+        "halted:",
+        # Never executed: a guard between the exit HLT and the first stub.
+        # x86core's run loop may enter its block chain right after the block
+        # that halted; with vector 0's stub there (and already chained) it
+        # ran that stub again, 8 bytes below lguest_regs.  A block holding a
+        # HLT never enters the chain, so the chain stops here.
+        "    hlt",
     ]
-    for vector in range(IDT_ENTRIES):
-        lines.append(f"stub_{vector}:")
-        if vector not in TRAPS_WITH_ERROR_CODE:
-            lines.append("    push 0")
-        lines.append(f"    push {vector:#x}")
-        lines.append("    jmp return_to_host")
+    lines.append("stubs:")
     return "\n".join(lines)
 
 
@@ -82,7 +86,7 @@ class Switcher:
     host-physical addresses."""
     text_phys: int
     switch_to_guest: int                # linear
-    return_to_host: int                 # linear: the HLT is just before the stubs
+    return_to_host: int                 # linear: saves the registers and HLTs
     halt_eip: int                       # linear address after the HLT
     stubs: list                         # vector -> linear stub address
     pages_linear: int                   # CPU 0's struct lguest_pages
@@ -106,15 +110,24 @@ class Switcher:
         return self.pages_linear + STATE_OFFSET
 
 
+@functools.cache
+def _assembled() -> tuple[bytes, dict, list]:
+    """The Switcher's code and labels, and each vector's stub address."""
+    program = assemble(switcher_source(), base=SWITCHER_ADDR)
+    labels = program.labels
+    stubs, addresses = vector_stubs(labels["stubs"], labels["return_to_host"],
+                                    TRAPS_WITH_ERROR_CODE, IDT_ENTRIES)
+    return program.code + stubs, dict(labels), addresses
+
+
 def map_switcher(host) -> Switcher:
     """Assemble the Switcher into its page and build the PTE page that maps
     it (text read-only, the regs page writable, the state page read-only;
     all supervisor-only, so ring 3 never sees it)."""
-    program = assemble(switcher_source(), base=SWITCHER_ADDR)
-    if len(program.code) > LGUEST_PAGES_PHYS - SWITCHER_TEXT_PHYS:
+    code, labels, stubs = _assembled()
+    if len(code) > LGUEST_PAGES_PHYS - SWITCHER_TEXT_PHYS:
         raise AssertionError("the Switcher text outgrew its page")
-    host.mem.load(SWITCHER_TEXT_PHYS, program.code)
-    labels = program.labels
+    host.mem.load(SWITCHER_TEXT_PHYS, code)
     pages_linear = SWITCHER_ADDR + (LGUEST_PAGES_PHYS - SWITCHER_TEXT_PHYS)
     pte = host.mem
     pte.write(SWITCHER_PTE_PHYS + 0, 4, SWITCHER_TEXT_PHYS | 0x1)             # P, RO
@@ -124,8 +137,8 @@ def map_switcher(host) -> Switcher:
         text_phys=SWITCHER_TEXT_PHYS,
         switch_to_guest=labels["switch_to_guest"],
         return_to_host=labels["return_to_host"],
-        halt_eip=labels["stub_0"],
-        stubs=[labels[f"stub_{v}"] for v in range(IDT_ENTRIES)],
+        halt_eip=labels["halted"],
+        stubs=stubs,
         pages_linear=pages_linear, pages_phys=LGUEST_PAGES_PHYS,
         pte_page=SWITCHER_PTE_PHYS)
     return switcher

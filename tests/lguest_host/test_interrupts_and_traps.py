@@ -673,8 +673,12 @@ def test_random_idt_loads(machine, loads, second, direct):
         dpl = (b >> 13) & 3
         if dpl == 3:
             assert v in asked_dpl3
-        if not it.direct_trap(lg, v):
+        if not it.guest_may_own_trap(lg, v):
             assert (a, b) == default_for(v, GUEST_PL if v == LGUEST_TRAP_ENTRY else 0)
+        elif not it.direct_trap(lg, v):
+            # Switched off: the Switcher's gate with the Guest's DPL.
+            g_dpl = (cpu.idt[v][1] >> 13) & 3
+            assert (a, b) == default_for(v, g_dpl)
 
 
 def model_frame(regs, esp1, ss1, irq_enabled, lo, hi, has_err):
