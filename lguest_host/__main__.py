@@ -139,6 +139,13 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_run(ns)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`lguest run PROG | head`): quiet, as SIGPIPE would be.
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 141
     except Exception as e:                  # an internal error: one line, not a traceback
         if os.environ.get("LGUEST_DEBUG"):
             raise
