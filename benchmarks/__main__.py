@@ -2,7 +2,10 @@
 
 With no NAME, every benchmark in REGISTRY runs, in order.  Each one's table
 is printed to stdout as it finishes (progress goes to stderr) and its result
-is written to benchmarks/results/NAME.json by the benchmark itself.
+is written to benchmarks/results/NAME.json by the benchmark itself (with
+matplotlib installed - the `plot` extra - some also draw NAME.png).  After
+more than one benchmark, a last table lists every goal a result states
+(its "goals": {key: {goal, value, met, what}}) as MET or not met.
 
 A benchmark is a module with ``run(quick=False, ...) -> dict`` and, optionally,
 ``table(result) -> str`` (otherwise the result's scalar entries are shown).
@@ -23,10 +26,12 @@ from . import common
 REGISTRY: dict[str, tuple[str, str]] = {
     "decode": ("benchmarks.decode", "decoder throughput on gcc -m32 code"),
     "mips": ("benchmarks.mips", "guest MIPS, block cache on/off, vs direct Python"),
-    # "syscall": ("benchmarks.syscall", "..."),
-    # "hypercalls": ("benchmarks.hypercalls", "..."),
-    # "faults": ("benchmarks.faults", "..."),
-    # "startup": ("benchmarks.startup", "..."),
+    "guest_mips": ("benchmarks.guest_mips",
+                   "the same workloads as lguest Guest user programs (ring 3, paging on)"),
+    "syscall": ("benchmarks.syscall", "getpid in the Guest: direct trap vs reflected"),
+    "hypercalls": ("benchmarks.hypercalls", "PTE updates: async ring (lazy MMU) vs traps"),
+    "faults": ("benchmarks.faults", "page faults: fixed by the Host vs reflected to the Guest"),
+    "startup": ("benchmarks.startup", "`lguest run` as a subprocess: wall time, peak RSS"),
 }
 
 
@@ -55,6 +60,15 @@ def render(name: str, result: dict) -> str:
     return common.generic_table(result, title=name)
 
 
+def goal_rows(name: str, result: dict) -> list[tuple]:
+    """One row per entry of a result's "goals" ({key: {goal, value, met, what}})."""
+    rows = []
+    for goal in (result.get("goals") or {}).values():
+        rows.append((name, goal.get("what", ""), common.fmt(goal.get("goal")),
+                     common.fmt(goal.get("value")), "MET" if goal.get("met") else "not met"))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks",
                                  description="Run the project's benchmarks.")
@@ -75,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(REGISTRY)}")
 
     failed = []
+    goals = []
     for name in args.names or list(REGISTRY):
         common.progress(f"== {name}")
         t0 = time.perf_counter()
@@ -89,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {name} ({time.perf_counter() - t0:.1f} s)")
         print(text)
         print(flush=True)
+        goals.extend(goal_rows(name, result))
+    if len(goals) > 1:
+        print(common.format_table(("benchmark", "goal", "target", "measured", "verdict"),
+                                  goals, title="== goals"), flush=True)
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
         return 1

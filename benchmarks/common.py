@@ -159,7 +159,18 @@ def machine_info() -> dict:
         "python_build": " ".join(platform.python_build()),
         "numpy": numpy_version,
         "git": _git_revision(),
+        # Other work on the machine skews times (never counts): 1/5/15-minute
+        # load averages when the result was assembled, i.e. just after measuring.
+        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg")
+        else None,
     }
+
+
+def machine_line(m: dict) -> str:
+    """One line for a table's notes: CPU, Python, load."""
+    load = m.get("load_average")
+    return (f"{m['cpu_model']} ({m['cpus']} cpus), {m['python_implementation']} {m['python']}"
+            + (f", load average {load[0]:.1f} (1 min), {load[1]:.1f} (5 min)" if load else ""))
 
 
 # ---------------------------------------------------------------------------
@@ -261,3 +272,83 @@ def generic_table(result: dict, title: str | None = None) -> str:
     rows = [(k, v) for k, v in result.items()
             if isinstance(v, (int, float, str, bool)) or v is None]
     return format_table(("key", "value"), rows, title)
+
+
+# ---------------------------------------------------------------------------
+# Charts (optional: matplotlib, the `plot` extra)
+# ---------------------------------------------------------------------------
+
+def plotting_available() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def bar_chart(name: str, panels: Sequence[dict], title: str | None = None) -> Path | None:
+    """Write results_dir()/NAME.png: one bar chart per panel, side by side.
+
+    A panel is a dict with "title", "ylabel", "labels" and either "values"
+    (one bar per label; optionally "errors": (low, high) distances for error
+    bars) or "series" ({series name: values}, grouped bars per label with a
+    legend); optionally "log" (a log axis), "goal" (a horizontal line) and
+    "goal_label".  Returns the path, or None when matplotlib is not
+    installed (the PNG is optional: the `plot` extra)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels) + 0.6, 4.2),
+                             squeeze=False)
+    colours = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3"]
+    for ax, panel in zip(axes[0], panels):
+        labels = list(panel["labels"])
+        if "series" in panel:
+            series = {k: [v if v is not None else 0.0 for v in vs]
+                      for k, vs in panel["series"].items()}
+        else:
+            series = {"": [v if v is not None else 0.0 for v in panel["values"]]}
+        width = 0.8 / len(series)
+        for j, (sname, values) in enumerate(series.items()):
+            xs = [i - 0.4 + width * (j + 0.5) for i in range(len(values))]
+            yerr = None
+            if panel.get("errors") and len(series) == 1:
+                low, high = zip(*panel["errors"])
+                yerr = [list(low), list(high)]
+            colour = colours[j % len(colours)] if len(series) > 1 else \
+                [colours[i % len(colours)] for i in range(len(values))]
+            ax.bar(xs, values, width=width, yerr=yerr, capsize=3, color=colour,
+                   label=sname or None)
+            for x, v in zip(xs, values):
+                ax.annotate(fmt(float(v)), (x, v), ha="center", va="bottom",
+                            fontsize=6 if len(series) > 1 else 7)
+        ax.set_xticks(range(len(labels)))
+        tilt = len(labels) > 3
+        ax.set_xticklabels(labels, rotation=30 if tilt else 0, ha="right" if tilt else "center",
+                           fontsize=8)
+        ax.set_title(panel.get("title", ""), fontsize=9)
+        ax.set_ylabel(panel.get("ylabel", ""), fontsize=8)
+        if panel.get("log"):
+            ax.set_yscale("log")
+        if panel.get("goal") is not None:
+            ax.axhline(panel["goal"], color="black", linestyle="--", linewidth=0.8,
+                       label=panel.get("goal_label", "goal"))
+        if len(series) > 1 or panel.get("goal") is not None:
+            ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = results_dir() / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def error_bars(summary: dict, scale: float = 1.0) -> tuple[float, float]:
+    """(median - min, max - median) of a summarize() result, scaled."""
+    return ((summary["median"] - summary["min"]) * scale,
+            (summary["max"] - summary["median"]) * scale)

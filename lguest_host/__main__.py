@@ -8,6 +8,9 @@ of a Guest kernel, on the lguest Host, on the Python CPU.
     lguest run --mem MIB             Guest memory (default 64)
     lguest run --file PATH           put a host file in the Guest's archive (an argument that
                                      names an existing file is put there anyway)
+    lguest run --env K=V ...         the program's environment (default PATH, HOME, TERM)
+    lguest run --strace              each system call on stderr
+    lguest run --budget N            stop after N instructions
 
 Errors (a missing or malformed program, a Guest the Host had to kill) are one
 line on stderr and a non-zero status, never a traceback (LGUEST_DEBUG=1
@@ -44,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="allow a second system call vector (the module parameter)")
     run.add_argument("--budget", type=int, default=None,
                      help="stop after this many instructions (a runaway guard)")
+    run.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                     help="the Guest program's environment (repeatable; replaces the default)")
+    run.add_argument("--strace", action="store_true",
+                     help="print each system call the Guest kernel serves, on stderr")
     run.add_argument("prog", nargs="?", help="static i386 ELF executable")
     run.add_argument("args", nargs=argparse.REMAINDER, help="its arguments")
     return parser
@@ -90,9 +97,12 @@ def cmd_run(ns) -> int:
                             syscall_vector=ns.syscall_vector)
     except (OSError, ValueError) as e:
         return _fail(str(e))
-    kernel = Kernel()
-    envp = [f"{k}={v}" for k, v in os.environ.items()] if os.environ.get("LGUEST_PASS_ENV") \
-        else ["PATH=/bin:/usr/bin", "HOME=/", "TERM=dumb"]
+    trace = None
+    if ns.strace:
+        def trace(nr, args, result):
+            print(f"[{nr}] ({', '.join(hex(a) for a in args[:4])}) = {result}", file=sys.stderr)
+    kernel = Kernel(trace=trace)
+    envp = list(ns.env) if ns.env else ["PATH=/bin:/usr/bin", "HOME=/", "TERM=dumb"]
     started = time.perf_counter()
     try:
         launcher.boot(kernel, [prog] + args, envp, files)
@@ -102,9 +112,10 @@ def cmd_run(ns) -> int:
     elapsed = time.perf_counter() - started
     if ns.stats:
         print_stats(launcher, kernel, elapsed)
-    if outcome.reason is not None:
-        if outcome.status is None:
-            return _fail(f"Guest stopped: {outcome.reason}")
+    if outcome.reason is not None and outcome.status is None:
+        if outcome.exit is not None and outcome.exit.kind == "budget":
+            return _fail(f"{prog}: stopped after {ns.budget:,} instructions (--budget)")
+        return _fail(f"Guest stopped: {outcome.reason}")
     return outcome.status if outcome.status is not None else 1
 
 
