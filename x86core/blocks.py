@@ -218,11 +218,19 @@ class BlockCache:
         if code is None:
             code = cpu.fetch(lin, 4096 - (lin & 0xFFF) + 15)
         page_left = 4096 - (lin & 0xFFF)
+        native = cpu.native
+        if native is not None and cpu.cpl != 3 and code[:2] == b"\x0f\x0b":
+            handler = native.entries.get(lin)
+            if handler is not None:
+                return self._native_block(handler, phys)
         eip = cpu.eip
         insns: list[tuple[int, Instruction]] = []
         pos = 0
         bad = None
+        entries = native.entries if native is not None and cpu.cpl != 3 else ()
         while len(insns) < limit and pos < page_left:
+            if insns and entries and ((lin + pos) & 0xFFFFFFFF) in entries:
+                break                   # a native entry point starts its own block
             insn = decode(code, pos, cpu.bits)
             if isinstance(insn, NeedMore):
                 if not insns:
@@ -232,10 +240,6 @@ class BlockCache:
                 break
             if isinstance(insn, Undefined):
                 if not insns:
-                    native = cpu.native
-                    handler = native.entries.get(lin) if native is not None else None
-                    if handler is not None and cpu.cpl != 3 and code[:2] == b"\x0f\x0b":
-                        return self._native_block(handler, phys)
                     bad = fault(insn.vector)
                 break
             if insn.flags & 8:
