@@ -139,8 +139,11 @@ def run_guest(cpu: LgCpu, budget: int | None = None) -> Exit:
                 continue
             if cpu.hrt_expires is None:
                 return Exit("halted")
-            # Sleep: the virtual clock jumps to the timer.
-            host.skipped_ns += max(0, cpu.hrt_expires - host.now_ns())
+            # Sleep: the virtual clock jumps to the timer, and the TSC with
+            # it (tsc_khz tells the Guest they run together).
+            skip = max(0, cpu.hrt_expires - host.now_ns())
+            host.skipped_ns += skip
+            host.hw.tsc_offset += skip * VIRTUAL_HZ // 1_000_000_000
             continue
         if stop_at is not None and host.hw.icount >= stop_at:
             return Exit("budget")
