@@ -75,17 +75,16 @@ SIG_DEFAULT_IGNORE = {17, 18, 23, 28}       # SIGCHLD, SIGCONT, SIGURG, SIGWINCH
 
 
 def parse_args(block: bytes) -> tuple[list, list]:
-    """The Launcher's argument block: argv strings, "", envp strings, ""."""
-    parts = block.split(b"\0")
-    try:
-        split = parts.index(b"")
-    except ValueError:
-        return [p.decode(errors="surrogateescape") for p in parts if p], []
-    argv = parts[:split]
-    rest = parts[split + 1:]
-    envp = rest[:rest.index(b"")] if b"" in rest else rest
-    return [a.decode(errors="surrogateescape") for a in argv], \
-        [e.decode(errors="surrogateescape") for e in envp]
+    """The Launcher's argument block: argc and envc, then that many
+    NUL-terminated strings (lguest_host.abi describes it)."""
+    if len(block) < 8:
+        return [], []
+    argc, envc = struct.unpack_from("<II", block)
+    strings = block[8:].split(b"\0")
+    if argc + envc > len(strings):
+        return [], []
+    decoded = [s.decode(errors="surrogateescape") for s in strings[:argc + envc]]
+    return decoded[:argc], decoded[argc:]
 
 
 def parse_archive(blob: bytes) -> list:

@@ -167,8 +167,8 @@ class BootParams:
 BOOT_MAGIC = 0x5950474C                 # "LGPY"
 KERNEL_PHYS = 0x100000                  # where the Launcher loads the Guest kernel image
 
-# The argument block: argv strings then an empty string, then envp strings
-# then an empty string, each NUL-terminated.
+# The argument block: u32 argc, u32 envc, then the argv and envp strings,
+# each NUL-terminated.
 # The file archive: records of (u32 name length, u32 data length, name, data),
 # each padded to 4 bytes; a zero name length ends it.  The first record is
 # the program to run.

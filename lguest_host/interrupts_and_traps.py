@@ -21,7 +21,7 @@ core.lgwrite, which kills the Guest on a bad address.
 """
 from .abi import (FIRST_EXTERNAL_VECTOR, GUEST_PL, IDT_ENTRIES, LGUEST_CS, LGUEST_IRQS,
                   LGUEST_TRAP_ENTRY, PAGE_SIZE, X86_EFLAGS_IF, LguestData, __KERNEL_CS)
-from .core import lgread, lguest_address_ok, lgwrite, write_timestamp
+from .core import lgread, lguest_address_ok, lgwrite, lgwrite_bytes, write_timestamp
 from .lg import CHANGED_IDT, LgCpu, Lguest, kill_guest
 
 _U32 = 0xFFFFFFFF
@@ -67,31 +67,36 @@ def _put_user(cpu: LgCpu, offset: int, value: int) -> bool:
 
 
 # -- delivering an interrupt or trap ------------------------------------------------------
-def push_guest_stack(cpu: LgCpu, gstack: int, val: int) -> int:
-    """Push one word onto the Guest stack at guest-physical `gstack`; the
-    new stack pointer is returned (the stack grows down, so move then write)."""
-    gstack = (gstack - 4) & _U32
-    lgwrite(cpu, gstack, 4, val & _U32)
-    return gstack
+def push_guest_stack(cpu: LgCpu, vstack: int, val: int) -> int:
+    """Push one word onto the Guest stack at virtual `vstack`; the new stack
+    pointer is returned.  Each word goes where the CPU's push would put it,
+    through the Guest's page tables, even across a page boundary onto a page
+    that is not physically next to it (Linux translates only the top of the
+    stack and writes physically below it, which differs from the CPU on the
+    ring-1 stack's page-aligned top)."""
+    from .page_tables import guest_pa
+    vstack = (vstack - 4) & _U32
+    data = (val & _U32).to_bytes(4, "little")
+    first = min(4, 0x1000 - (vstack & 0xFFF))
+    lgwrite_bytes(cpu, guest_pa(cpu, vstack), data[:first])
+    if first < 4 and cpu.lg.dead is None:
+        lgwrite_bytes(cpu, guest_pa(cpu, (vstack + first) & _U32), data[first:])
+    return vstack
 
 
 def set_guest_interrupt(cpu: LgCpu, lo: int, hi: int, has_err: bool) -> None:
     """Divert the Guest to the handler of gate (lo, hi) with the frame the CPU
     would push, so the Guest's ordinary iret undoes it."""
-    from .page_tables import guest_pa
     regs = cpu.regs
     if (regs.ss & 3) != GUEST_PL:
         # From user mode the CPU would switch to the ring-1 stack the Guest
         # gave with SET_STACK, and save the user stack there for the iret.
-        virtstack = cpu.esp1
         ss = cpu.ss1
-        origstack = gstack = guest_pa(cpu, virtstack) & _U32
-        gstack = push_guest_stack(cpu, gstack, regs.ss)
-        gstack = push_guest_stack(cpu, gstack, regs.esp)
+        vstack = push_guest_stack(cpu, cpu.esp1, regs.ss)
+        vstack = push_guest_stack(cpu, vstack, regs.esp)
     else:
-        virtstack = regs.esp
         ss = regs.ss
-        origstack = gstack = guest_pa(cpu, virtstack) & _U32
+        vstack = regs.esp
 
     # The real IF is always on while the Guest runs; the one the Guest sees
     # is its irq_enabled word, so that is what the saved eflags must show.
@@ -100,14 +105,14 @@ def set_guest_interrupt(cpu: LgCpu, lo: int, hi: int, has_err: bool) -> None:
     if irq_enable is not None and not irq_enable & X86_EFLAGS_IF:
         eflags &= ~X86_EFLAGS_IF
 
-    gstack = push_guest_stack(cpu, gstack, eflags)
-    gstack = push_guest_stack(cpu, gstack, regs.cs)
-    gstack = push_guest_stack(cpu, gstack, regs.eip)
+    vstack = push_guest_stack(cpu, vstack, eflags)
+    vstack = push_guest_stack(cpu, vstack, regs.cs)
+    vstack = push_guest_stack(cpu, vstack, regs.eip)
     if has_err:
-        gstack = push_guest_stack(cpu, gstack, regs.errcode)
+        vstack = push_guest_stack(cpu, vstack, regs.errcode)
 
     regs.ss = ss & _U32
-    regs.esp = (virtstack + (gstack - origstack)) & _U32
+    regs.esp = vstack
     regs.cs = GUEST_KERNEL_CS
     regs.eip = idt_address(lo, hi)
 

@@ -31,18 +31,25 @@ def page_align(n: int) -> int:
     return (n + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
 
 
+def _encode(s) -> bytes:
+    """An argument or file name as the bytes it came from: Python decodes
+    the command line (and file names) with surrogateescape, so an argument
+    that is not UTF-8 (say the byte 0xFF) goes back to its own bytes."""
+    return s.encode("utf-8", "surrogateescape") if isinstance(s, str) else bytes(s)
+
+
 def pack_args(argv: list, envp: list) -> bytes:
-    """The argument block: argv strings, an empty one, envp strings, an empty one."""
-    parts = [s.encode() if isinstance(s, str) else bytes(s) for s in argv]
-    env = [s.encode() if isinstance(s, str) else bytes(s) for s in envp]
-    return b"".join(p + b"\0" for p in parts) + b"\0" + b"".join(e + b"\0" for e in env) + b"\0"
+    """The argument block: argc and envc (u32 each), then the argv and envp
+    strings, each NUL-terminated (counted, so an empty argument survives)."""
+    parts = [_encode(s) for s in argv] + [_encode(s) for s in envp]
+    return struct.pack("<II", len(argv), len(envp)) + b"".join(p + b"\0" for p in parts)
 
 
 def pack_archive(files: list) -> bytes:
     """The file archive: (name length, data length, name, data) records, padded to 4."""
     out = bytearray()
     for name, data in files:
-        name = name.encode() if isinstance(name, str) else bytes(name)
+        name = _encode(name)
         out += struct.pack("<II", len(name), len(data)) + name + bytes(data)
         out += bytes(-len(out) % 4)
     out += struct.pack("<II", 0, 0)

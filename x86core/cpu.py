@@ -434,7 +434,8 @@ class CPU:
                     # with no debug breakpoints modelled, clearing it after the
                     # next block is indistinguishable.
                     self.eflags &= ~fl.RF
-                if self.irq_line is None and self.trace is None and self.blocks.enabled:
+                if self.irq_line is None and self.trace is None and self.blocks.enabled \
+                        and not self.halted:
                     if not self._run_guarded(lambda: self._run_chain(limit)):
                         return "exception"
         except StopExecution as stop:

@@ -890,7 +890,7 @@ def string(em, insn):
         size = insn.operands[0].size
     amask = 0xFFFFFFFF if insn.adsize == 32 else 0xFFFF
     asize = insn.adsize // 8
-    em.regs_read.update((1, 6, 7))
+    em.regs_read.update((1, 2, 6, 7))       # ECX, EDX (INS/OUTS port), ESI, EDI
     step = em.new("d")
     em.emit(f"{step} = -{size} if EF() & {F.DF:#x} else {size}")
     rep = insn.rep if name not in ("lods",) or insn.rep else 0

@@ -130,9 +130,11 @@ def copy_in_guest_info(cpu: LgCpu, state: HostState) -> None:
 def _enter_switcher(hw, sw, cr3: int, ts: bool) -> None:
     """The Host's lcall into the Switcher: ring 0, LGUEST_CS/DS, interrupts
     off, EAX = this CPU's lguest_pages, ESP = its lguest_regs."""
-    if hw.cr3 != cr3 or not hw.cr0 & CR0_PG:
-        hw.cr0 |= CR0_PE | CR0_PG | CR0_WP
-        hw.write_cr(3, cr3)
+    # Linux's Switcher loads the Guest's CR3 on every entry (the Host runs
+    # on its own page tables in between), and the load empties the TLB:
+    # the Guest refills it after every exit.  So do we.
+    hw.cr0 |= CR0_PE | CR0_PG | CR0_WP
+    hw.write_cr(3, cr3)
     hw.cr0 = (hw.cr0 | CR0_TS) if ts else (hw.cr0 & ~CR0_TS)
     code = Descriptor.parse(sw_gdt_entry(hw, sw, GDT_ENTRY_LGUEST_CS)).attr | 1
     data = Descriptor.parse(sw_gdt_entry(hw, sw, GDT_ENTRY_LGUEST_DS)).attr | 1
@@ -172,6 +174,16 @@ def run_guest_once(cpu: LgCpu, state: HostState, stop_at: int | None) -> None:
     host = lg.host
     hw = host.hw
     sw = state.switcher
+    regs = cpu.regs
+    if regs.cs & 3 == 0 or regs.ss & 3 == 0:
+        # The Switcher's IRET runs at ring 0: with an RPL 0 selector it
+        # would stay there (LGUEST_CS is a valid ring-0 code segment), and
+        # run the Guest with the Host's privilege.  With RPL 1-3 the IRET's
+        # own checks refuse every DPL 0 segment, and a fault there is caught
+        # below as a fault in the Switcher.
+        kill_guest(cpu, "bad segment in the Guest's registers: cs %#x ss %#x",
+                   regs.cs, regs.ss)
+        return
     copy_in_guest_info(cpu, state)
     host.mem.load(sw.regs_phys, cpu.regs.pack())
     if hw.tr[0] != TSS_SELECTOR:
@@ -184,19 +196,42 @@ def run_guest_once(cpu: LgCpu, state: HostState, stop_at: int | None) -> None:
     if cpu.hrt_expires is not None:
         until_timer = max(1, (cpu.hrt_expires - host.now_ns()) * host_hz(host) // 1_000_000_000)
         budget = until_timer if budget is None else min(budget, until_timer)
-    outcome = hw.run(budget)
-    if outcome == "limit":
-        outcome = _take_cpu_back(hw)
+    try:
+        outcome = hw.run(budget)
+        if outcome == "limit":
+            outcome = _take_cpu_back(hw)
+    except Exception as e:          # noqa: BLE001 - the CPU model failed on the Guest's code
+        # A bug in the CPU model, met by running the Guest's instructions:
+        # the Guest cannot go on, but the Host must not fall over with it.
+        kill_guest(cpu, "the CPU failed at %#x: %s: %s", hw.eip, type(e).__name__, e)
+        return
     if outcome != "halt":
         kill_guest(cpu, "the Guest stopped the CPU: %s", getattr(hw, "stop_reason", outcome))
         return
     if hw.eip != sw.halt_eip or hw.regs[4] != sw.regs_linear or hw.cpl != 0:
-        kill_guest(cpu, "fault in the Switcher at %#x: the Guest's state would not load", hw.eip)
+        kill_guest(cpu, "fault in the Switcher%s: the Guest's state would not load",
+                   _switcher_fault(host, sw))
         return
     cpu.regs.unpack_from(host.mem.view, sw.regs_phys)
     for name in _SEGMENT_FIELDS:
         setattr(cpu.regs, name, getattr(cpu.regs, name) & 0xFFFF)
     lg.stats.exits[cpu.regs.trapnum] += 1
+
+
+def _switcher_fault(host, sw) -> str:
+    """What went wrong when the Switcher did not come back cleanly.  A fault
+    while it loaded the Guest's state (a segment register, the IRET) was
+    taken at ring 0 on the stack it was popping, so the stub's frame (the
+    eleven registers, trap number, error code, EIP) is just below where
+    lguest_regs should have ended up."""
+    hw = host.hw
+    esp = hw.regs[4]
+    if hw.eip == sw.halt_eip and hw.cpl == 0 and \
+            sw.pages_linear <= esp and esp + 4 * 14 <= sw.regs_linear + REGS_SIZE:
+        frame = sw.pages_phys + (esp - sw.pages_linear)
+        trap, err, eip = (host.mem.read(frame + 4 * i, 4) for i in (11, 12, 13))
+        return f": trap {trap} ({err:#x}) at {eip:#x}"
+    return f" at {hw.eip:#x}"
 
 
 def host_hz(host) -> int:

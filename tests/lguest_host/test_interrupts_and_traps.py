@@ -244,9 +244,14 @@ def test_kill_from_guest_pa(guest):
 
 def test_push_guest_stack(guest):
     host, lg, cpu = guest
-    assert it.push_guest_stack(cpu, 0x1000, 0x1_DEADBEEF) == 0xFFC
+    # Virtual addresses in, through guest_pa (here PAGE_OFFSET + pa).
+    assert it.push_guest_stack(cpu, PAGE_OFFSET + 0x1000, 0x1_DEADBEEF) == PAGE_OFFSET + 0xFFC
     assert rd(host, lg, 0xFFC) == 0xDEADBEEF
-    assert it.push_guest_stack(cpu, 0, 1) == 0xFFFFFFFC
+    # A word across a page boundary: each half translated on its own page.
+    assert it.push_guest_stack(cpu, PAGE_OFFSET + 0x3002, 0x11223344) == PAGE_OFFSET + 0x2FFE
+    assert rd(host, lg, 0x2FFC) >> 16 == 0x3344 and rd(host, lg, 0x3000) & 0xFFFF == 0x1122
+    assert lg.dead is None
+    it.push_guest_stack(cpu, PAGE_OFFSET, 1)          # guest-physical -4: outside memory
     assert lg.dead.startswith("bad write address")
 
 
