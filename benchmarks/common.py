@@ -352,3 +352,12 @@ def error_bars(summary: dict, scale: float = 1.0) -> tuple[float, float]:
     """(median - min, max - median) of a summarize() result, scaled."""
     return ((summary["median"] - summary["min"]) * scale,
             (summary["max"] - summary["median"]) * scale)
+
+
+def written_notes(result: dict) -> list[str]:
+    """The table note saying where a result's JSON (and chart) went."""
+    if "json_path" not in result:
+        return []
+    chart = (f" and {result['png_path']}" if "png_path" in result
+             else " (no chart: matplotlib not installed)")
+    return [f"written to {result['json_path']}{chart}"]

@@ -156,10 +156,7 @@ def table(result: dict) -> str:
         + ("" if result["all_output_ok"] else "; WRONG OUTPUT in some run"),
         common.machine_line(m),
     ]
-    if "json_path" in result:
-        notes.append(f"written to {result['json_path']}"
-                     + (f" and {result['png_path']}" if "png_path" in result else
-                        " (no chart: matplotlib not installed)"))
+    notes.extend(common.written_notes(result))
     return common.format_table(headers, rows, title="faults: shadow page faults fixed by "
                                "the Host vs reflected to the Guest", notes=notes)
 

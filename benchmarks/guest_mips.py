@@ -259,10 +259,7 @@ def table(result: dict) -> str:
                   for f in result["workloads"].values()) else ""),
         common.machine_line(m),
     ]
-    if "json_path" in result:
-        notes.append(f"written to {result['json_path']}"
-                     + (f" and {result['png_path']}" if "png_path" in result else
-                        " (no chart: matplotlib not installed)"))
+    notes.extend(common.written_notes(result))
     return common.format_table(headers, rows, title="guest_mips: tests/programs as lguest "
                                "Guest user programs (ring 3, paging on)", notes=notes)
 

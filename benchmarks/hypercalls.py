@@ -260,10 +260,7 @@ def table(result: dict) -> str:
         "spread = (max-min)/median; every remapped page read back through the MMU",
         common.machine_line(m),
     ]
-    if "json_path" in result:
-        notes.append(f"written to {result['json_path']}"
-                     + (f" and {result['png_path']}" if "png_path" in result else
-                        " (no chart: matplotlib not installed)"))
+    notes.extend(common.written_notes(result))
     return common.format_table(headers, rows, title="hypercalls: PTE updates, one trap each "
                                "vs batched in the async ring", notes=notes)
 

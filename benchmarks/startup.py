@@ -271,10 +271,7 @@ def table(result: dict) -> str:
         "largest ru_maxrss of the runs (os.wait4), in-Guest s / insns = its --stats line",
         common.machine_line(m),
     ]
-    if "json_path" in result:
-        notes.append(f"written to {result['json_path']}"
-                     + (f" and {result['png_path']}" if "png_path" in result else
-                        " (no chart: matplotlib not installed)"))
+    notes.extend(common.written_notes(result))
     return common.format_table(headers, rows, title="startup: `lguest run` as a subprocess",
                                notes=notes)
 

@@ -192,10 +192,7 @@ def table(result: dict) -> str:
         "= exits to the Host",
         common.machine_line(m),
     ]
-    if "json_path" in result:
-        notes.append(f"written to {result['json_path']}"
-                     + (f" and {result['png_path']}" if "png_path" in result else
-                        " (no chart: matplotlib not installed)"))
+    notes.extend(common.written_notes(result))
     return common.format_table(headers, rows, title="syscall: getpid from a Guest user "
                                "program, direct trap vs reflected by the Host", notes=notes)
 
