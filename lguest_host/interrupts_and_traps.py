@@ -74,14 +74,23 @@ def push_guest_stack(cpu: LgCpu, vstack: int, val: int) -> int:
     that is not physically next to it (Linux translates only the top of the
     stack and writes physically below it, which differs from the CPU on the
     ring-1 stack's page-aligned top)."""
-    from .page_tables import guest_pa
     vstack = (vstack - 4) & _U32
     data = (val & _U32).to_bytes(4, "little")
     first = min(4, 0x1000 - (vstack & 0xFFF))
-    lgwrite_bytes(cpu, guest_pa(cpu, vstack), data[:first])
+    _write_stack(cpu, vstack, data[:first])
     if first < 4 and cpu.lg.dead is None:
-        lgwrite_bytes(cpu, guest_pa(cpu, (vstack + first) & _U32), data[first:])
+        _write_stack(cpu, (vstack + first) & _U32, data[first:])
     return vstack
+
+
+def _write_stack(cpu: LgCpu, vaddr: int, data: bytes) -> None:
+    """Write part of a frame as the CPU's push would: a page whose shadow is
+    not yet writable goes through demand_page first, which marks the Guest's
+    PTE accessed and dirty as the CPU's own fault would have."""
+    from .page_tables import demand_page, guest_pa, page_writable
+    if not page_writable(cpu, vaddr):
+        demand_page(cpu, vaddr, 2)
+    lgwrite_bytes(cpu, guest_pa(cpu, vaddr), data)
 
 
 def set_guest_interrupt(cpu: LgCpu, lo: int, hi: int, has_err: bool) -> None:

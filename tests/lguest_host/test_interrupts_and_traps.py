@@ -49,6 +49,12 @@ class FakePageTables:
     def pin_page(self, cpu, vaddr):
         self.pinned.append(vaddr)
 
+    def page_writable(self, cpu, vaddr):
+        return True                     # no shadow here: nothing to fault in first
+
+    def demand_page(self, cpu, vaddr, errcode):
+        raise AssertionError("page_writable said yes")
+
 
 @pytest.fixture(scope="module", autouse=True)
 def fake_pt():
@@ -56,6 +62,8 @@ def fake_pt():
     mod = types.ModuleType("lguest_host.page_tables")
     mod.guest_pa = fake.guest_pa
     mod.pin_page = fake.pin_page
+    mod.page_writable = fake.page_writable
+    mod.demand_page = fake.demand_page
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(sys.modules, "lguest_host.page_tables", mod)
         mp.setattr(lguest_host, "page_tables", mod, raising=False)

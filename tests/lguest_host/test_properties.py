@@ -195,12 +195,10 @@ def test_direct_and_reflected_delivery_agree_on_a_scattered_stack(case):
     check_same(dict(case, scatter=True))
 
 
-@pytest.mark.xfail(strict=False, reason="reflection writes the frame with lgwrite and leaves "
-                                        "the Guest's PTE clean; the CPU marks it dirty")
 def test_reflection_marks_the_stack_page_like_the_cpu():
     """A ring-1 trap on a stack page whose Guest PTE is not yet accessed or
     dirty: the CPU's pushes fault into demand_page, which marks the PTE as
-    the hardware would; reflection does not."""
+    the hardware would; reflection marks it the same way."""
     clean = [m.store(m.PT0 + 4 * 0x30, 0x30 << 12 | 0x3), m.hcall(5, 1)]
     results = []
     for direct in (True, False):
