@@ -71,6 +71,8 @@ each delivery and each IRET (nothing is built while the list is empty).
 """
 from __future__ import annotations
 
+import struct
+
 import attrs
 
 from . import flags as F
@@ -464,6 +466,10 @@ def _deliver_real(cpu, vector: int, kind: str) -> None:
 
 # -- IRET ----------------------------------------------------------------------------------------
 
+_SLOTS = {(size, n): struct.Struct(f"<{n}{'I' if size == 4 else 'H'}").unpack_from
+          for size in (2, 4) for n in (2, 3)}
+
+
 class _Pops:
     """Reads of successive stack slots above SS:ESP (no change until commit)."""
 
@@ -486,6 +492,22 @@ class _Pops:
         value = _read(self.cpu, (self.base + sp) & 0xFFFFFFFF, size, self.user)
         self.sp = (sp + size) & self.mask
         return value
+
+    def pop_many(self, n: int) -> tuple:
+        """n successive slots: read at once when they lie in one page of RAM
+        the TLB already maps and inside the segment (nothing can fault, so
+        the order of the checks cannot show); one by one otherwise."""
+        size, sp = self.size, self.sp
+        total = size * n
+        if self.check and sp + total <= self.mask + 1 and \
+                _in_limit(sp, total, self.limit, self.attr):
+            lin = (self.base + sp) & 0xFFFFFFFF
+            if (lin & 0xFFF) + total <= 4096:
+                page = self.cpu._tlbs[self.user][0].get(lin >> 12)
+                if page is not None:
+                    self.sp = (sp + total) & self.mask
+                    return _SLOTS[size, n](self.cpu.mem.view, page | (lin & 0xFFF))
+        return tuple(self.pop() for _ in range(n))
 
     def new_esp(self) -> int:
         return self.sp if self.b32 else (self.esp & 0xFFFF0000) | self.sp
@@ -571,9 +593,8 @@ def _iret_protected(cpu, size: int) -> bool:
     True when the stack was switched."""
     cpl = cpu.cpl
     stack = _Pops(cpu, size)
-    eip = stack.pop()
-    cs = stack.pop() & 0xFFFF
-    temp = stack.pop()
+    eip, cs, temp = stack.pop_many(3)
+    cs &= 0xFFFF
     old = cpu.get_eflags()
     if size == 4 and temp & F.VM and cpl == 0:
         _iret_to_v86(cpu, stack, eip, cs, temp)
@@ -608,8 +629,8 @@ def _iret_protected(cpu, size: int) -> bool:
         cpu.eip = eip
         return False
     # RETURN-TO-OUTER-PRIVILEGE-LEVEL
-    new_esp = stack.pop()
-    ss = stack.pop() & 0xFFFF
+    new_esp, ss = stack.pop_many(2)
+    ss &= 0xFFFF
     if ss & ~3 == 0:
         raise fault(GP, 0)
     ss_err = ss & 0xFFFC
