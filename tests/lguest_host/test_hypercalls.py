@@ -21,44 +21,19 @@ from lguest_host.abi import (GDT_ENTRIES, GUEST_PL, HCALL_NAMES, LGUEST_SHUTDOWN
                              LHCALL_SET_PTE, LHCALL_SET_STACK, LHCALL_SHUTDOWN, LHCALL_TS,
                              PAGE_OFFSET, SYSCALL_VECTOR, __KERNEL_DS, LguestData)
 from lguest_host.hypercalls import HcallArgs
-from lguest_host.lg import (CHANGED_GDT, CHANGED_GDT_TLS, CHANGED_IDT, HOST_RESERVED,
-                            POOL_START, LgCpu, Lguest)
+from lguest_host.lg import (CHANGED_GDT, CHANGED_GDT_TLS, CHANGED_IDT, POOL_START, LgCpu,
+                            Lguest)
 
-from .conftest import make_guest
+from .conftest import shared_guest
 
 MEM = 4 << 20
 LD = 0x3000                     # where our Guests keep struct lguest_data
 PGDIR = 0x1000                  # the Launcher's page directory
 NOIRQ = (PAGE_OFFSET + 0x1234, PAGE_OFFSET + 0x1240)
 
-# -- a reusable machine ------------------------------------------------------------------
-_M = {}
-
-
 def fresh():
-    """A new Guest on a shared machine: guest memory, the shadow pool and
-    the CPU's paging state reset."""
-    if "host" not in _M:
-        host = make_guest(MEM)[0]
-        _M["host"] = host
-        _M["low"] = host.mem.ram[:POOL_START].copy()
-        _M["pool_end"] = host.pool.end
-    host = _M["host"]
-    host.mem.ram[HOST_RESERVED:] = 0
-    host.mem.ram[:POOL_START] = _M["low"]
-    host.pool.free.clear()
-    host.pool.next_unused = host.pool.start
-    host.pool.end = _M["pool_end"]
-    hw = host.hw
-    hw.cr0 = 0x11
-    hw.cr3 = 0
-    hw.cpl = 0
-    hw.flush_tlb()
-    hw.mode_changed()
-    lg = Lguest(host=host, mem_base=HOST_RESERVED, pfn_limit=MEM // 4096)
-    cpu = LgCpu(id=0, lg=lg)
-    lg.cpus.append(cpu)
-    return host, lg, cpu
+    """A new Guest on the machine the Host's unit tests share."""
+    return shared_guest(MEM)
 
 
 def rd(lg, addr, size=4):

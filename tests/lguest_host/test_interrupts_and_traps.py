@@ -21,9 +21,9 @@ from lguest_host.abi import (FIRST_EXTERNAL_VECTOR, GUEST_PL, LGUEST_CS, LGUEST_
                              LGUEST_TRAP_ENTRY, PAGE_OFFSET, PAGE_SIZE, SYSCALL_VECTOR,
                              TRAPS_WITH_ERROR_CODE, X86_EFLAGS_IF, LguestData,
                              __KERNEL_CS, __KERNEL_DS, USER_CS, USER_DS)
-from lguest_host.lg import CHANGED_IDT, HOST_RESERVED, LgCpu, Lguest
+from lguest_host.lg import CHANGED_IDT
 
-from .conftest import make_guest
+from .conftest import shared_guest
 
 KCS = __KERNEL_CS | GUEST_PL            # 0x61
 KDS = __KERNEL_DS | GUEST_PL            # 0x69
@@ -99,25 +99,15 @@ def field(g, off):
     return rd(host, lg, DATA + off)
 
 
-def fresh(host):
-    """A new Guest on an existing machine (making the machine is the slow
-    part): zeroed memory, records as make_guest leaves them."""
-    host.mem.ram[HOST_RESERVED:HOST_RESERVED + MEM] = 0
-    lg = Lguest(host=host, mem_base=HOST_RESERVED, pfn_limit=MEM // PAGE_SIZE)
-    cpu = LgCpu(id=0, lg=lg)
-    lg.cpus.append(cpu)
-    return host, lg, cpu
-
-
-@pytest.fixture(scope="module")
-def machine():
-    return make_guest(MEM)[0]
+def fresh():
+    """A new Guest on the machine the Host's unit tests share."""
+    return shared_guest(MEM)
 
 
 @pytest.fixture
-def guest(machine):
-    """Overrides conftest's: the same (host, lg, cpu), on a shared machine."""
-    return fresh(machine)
+def guest():
+    """Overrides conftest's: the same (host, lg, cpu), on the shared machine."""
+    return fresh()
 
 
 @pytest.fixture
@@ -650,8 +640,8 @@ idt_load = st.tuples(vector, st.one_of(st.tuples(u32, u32), gate_words))
 
 @given(loads=st.lists(idt_load, max_size=40), second=st.sampled_from([None, 0x40, 0x21]),
        direct=st.booleans())
-def test_random_idt_loads(machine, loads, second, direct):
-    host, lg, cpu = fresh(machine)
+def test_random_idt_loads(loads, second, direct):
+    host, lg, cpu = fresh()
     lg.direct_traps = direct
     if second is not None:
         lg.syscall_vectors = frozenset({SYSCALL_VECTOR, second})
@@ -720,9 +710,9 @@ def model_frame(regs, esp1, ss1, irq_enabled, lo, hi, has_err):
        ss1=u32, eflags=u32, cs=u32, eip=u32, errcode=u32,
        irq_enabled=st.one_of(st.sampled_from([0, 0x200]), u32),
        handler=u32, gate_type=st.sampled_from([0xE, 0xF]), has_err=st.booleans())
-def test_frame_matches_model(machine, ss, esp, esp1, ss1, eflags, cs, eip, errcode,
+def test_frame_matches_model(ss, esp, esp1, ss1, eflags, cs, eip, errcode,
                              irq_enabled, handler, gate_type, has_err):
-    g = fresh(machine)
+    g = fresh()
     host, lg, cpu = with_data(g, irq_enabled)
     regs = dict(ss=ss, esp=esp, eflags=eflags, cs=cs, eip=eip, errcode=errcode)
     for k, val in regs.items():

@@ -13,44 +13,18 @@ import lguest_host
 from lguest_host import page_tables as pt
 from lguest_host.abi import PAGE_SIZE, SWITCHER_ADDR, SWITCHER_PGD_INDEX, LguestData
 from lguest_host.core import lgread, lgwrite
-from lguest_host.lg import HOST_RESERVED, SWITCHER_PTE_PHYS, LgCpu, Lguest
 from x86core.exceptions import CPUException
 
-from .conftest import make_guest
+from .conftest import shared_guest
 
 P, RW, U, A, D, PSE, G = 0x1, 0x2, 0x4, 0x20, 0x40, 0x80, 0x100
 PGD_FLAGS = P | RW | U | A
 KERNEL = 0xC0000000
 MEM = 4 << 20
 
-# -- a reusable machine: building one assembles the Switcher (slow), so tests
-# share it and get a fresh Guest on it each time.
-_MACHINE = {}
-
-
 def fresh_guest(pfn_limit: int = MEM // PAGE_SIZE):
-    if "host" not in _MACHINE:
-        host, _, _ = make_guest(MEM)
-        _MACHINE["host"] = host
-        ptes = host.mem.ram[SWITCHER_PTE_PHYS:SWITCHER_PTE_PHYS + PAGE_SIZE]
-        _MACHINE["switcher_ptes"] = ptes.copy()
-        _MACHINE["pool_end"] = host.pool.end
-    host = _MACHINE["host"]
-    host.mem.ram[HOST_RESERVED:] = 0
-    host.mem.ram[SWITCHER_PTE_PHYS:SWITCHER_PTE_PHYS + PAGE_SIZE] = _MACHINE["switcher_ptes"]
-    host.pool.free.clear()
-    host.pool.next_unused = host.pool.start
-    host.pool.end = _MACHINE["pool_end"]
-    hw = host.hw
-    hw.cr0 = 0x11
-    hw.cr3 = 0
-    hw.cpl = 0
-    hw.flush_tlb()
-    hw.mode_changed()
-    lg = Lguest(host=host, mem_base=HOST_RESERVED, pfn_limit=pfn_limit)
-    cpu = LgCpu(id=0, lg=lg)
-    lg.cpus.append(cpu)
-    return host, lg, cpu
+    """A new Guest on the machine the Host's unit tests share."""
+    return shared_guest(MEM, pfn_limit)
 
 
 @contextmanager

@@ -351,27 +351,30 @@ BAD_SEGMENTS = [
 ]
 
 
-def ring0_watch(record):
-    def hook(d):
-        if d.kind == "iret" and d.old_cpl == 0:
-            record.append((d.new_cpl, d.new_cs, d.new_eip))
-    return hook
-
-
-@pytest.mark.parametrize("segs", BAD_SEGMENTS, ids=lambda s: ",".join(
-    f"{k}={v:#x}" for k, v in s.items()))
-def test_bad_segment_in_regs_kills_instead_of_running_in_ring0(segs):
+def run_with_segments(segs: dict, budget: int):
+    """A fresh Guest whose saved registers hold `segs`, run for `budget`:
+    (its exit, every IRET the Switcher made at ring 0 as (cpl, cs, eip))."""
     g = fresh()
     user_segments(g.cpu)
     for name, value in segs.items():
         setattr(g.cpu.regs, name, value)
     irets = []
-    hook = ring0_watch(irets)
+
+    def hook(d):
+        if d.kind == "iret" and d.old_cpl == 0:
+            irets.append((d.new_cpl, d.new_cs, d.new_eip))
     cpu_interrupts.TRACE_HOOKS.append(hook)
     try:
-        out = run_guest(g.cpu, 10_000)
+        out = run_guest(g.cpu, budget)
     finally:
         cpu_interrupts.TRACE_HOOKS.remove(hook)
+    return g, out, irets
+
+
+@pytest.mark.parametrize("segs", BAD_SEGMENTS, ids=lambda s: ",".join(
+    f"{k}={v:#x}" for k, v in s.items()))
+def test_bad_segment_in_regs_kills_instead_of_running_in_ring0(segs):
+    _, out, irets = run_with_segments(segs, 10_000)
     assert out.kind == "dead"
     assert out.value.startswith(("bad segment in the Guest's registers",
                                  "fault in the Switcher"))
@@ -383,17 +386,7 @@ def test_bad_segment_in_regs_kills_instead_of_running_in_ring0(segs):
     [0, m.KCS, m.KDS, USER_CS, USER_DS, LGUEST_CS, LGUEST_DS, __KERNEL_CS, 0x80, 0x81]))
     for n in ("cs", "ss", "ds", "es", "fs", "gs")}))
 def test_any_segment_values_never_run_guest_code_in_ring0(segs):
-    g = fresh()
-    user_segments(g.cpu)
-    for name, value in segs.items():
-        setattr(g.cpu.regs, name, value)
-    irets = []
-    hook = ring0_watch(irets)
-    cpu_interrupts.TRACE_HOOKS.append(hook)
-    try:
-        out = run_guest(g.cpu, 5_000)
-    finally:
-        cpu_interrupts.TRACE_HOOKS.remove(hook)
+    g, out, irets = run_with_segments(segs, 5_000)
     assert all(cpl > 0 for cpl, _, _ in irets)
     if out.kind != "dead":
         assert g.cpu.regs.cs & 3 in (1, 3)
