@@ -24,8 +24,9 @@ from ..abi import (GUEST_PL, LGUEST_TRAP_ENTRY, PAGE_SIZE, REGS_SIZE, TSS_SELECT
                    FIRST_EXTERNAL_VECTOR, GDT_ENTRY_LGUEST_CS, GDT_ENTRY_LGUEST_DS,
                    GDT_ENTRY_TSS, LHCALL_LOAD_GDT_ENTRY, LHCALL_LOAD_IDT_ENTRY,
                    LHCALL_LOAD_TLS, LguestData, LGUEST_CS, LGUEST_DS)
+from .. import interrupts_and_traps as it, page_tables, segments
 from ..core import lgread_bytes, lguest_address_ok, lgwrite
-from ..lg import CHANGED_ALL, CHANGED_GDT, CHANGED_GDT_TLS, CHANGED_IDT, LgCpu, kill_guest
+from ..lg import VIRTUAL_HZ, CHANGED_ALL, CHANGED_GDT, CHANGED_GDT_TLS, CHANGED_IDT, LgCpu, kill_guest
 from .switcher_32 import (GUEST_GDT, GUEST_GDT_DESC, GUEST_IDT, GUEST_IDT_DESC, GUEST_TSS,
                           HOST_TIMER_VECTOR, TSS_ESP0, TSS_ESP1, TSS_IOMAP, TSS_SIZE,
                           TSS_SS0, TSS_SS1)
@@ -43,14 +44,15 @@ class HostState:
         self.switcher = switcher
         self.idt = [(0, 0)] * 256
         self.gdt = [0] * 32
+        # The hidden-cache attributes of LGUEST_CS and LGUEST_DS, which the
+        # Host's "lcall" loads on every entry (the entries never change).
+        self.lguest_cs_attr = self.lguest_ds_attr = 0
 
 
 def lguest_arch_host_init(host) -> HostState:
     """Fill the read-only state page: the TSS whose ring-0 stack is the end of
     lguest_regs, the default IDT (every vector into the Switcher) and the
     default GDT (the Switcher's segments and the TSS)."""
-    from ..interrupts_and_traps import setup_default_idt_entries
-    from ..segments import setup_default_gdt_entries
     sw = host.switcher
     state = HostState(sw)
     mem = host.mem
@@ -64,8 +66,10 @@ def lguest_arch_host_init(host) -> HostState:
     mem.write(sw.state_phys + GUEST_IDT_DESC + 2, 4, sw.state_linear + GUEST_IDT)
     mem.write(sw.state_phys + GUEST_GDT_DESC, 2, 32 * 8 - 1)
     mem.write(sw.state_phys + GUEST_GDT_DESC + 2, 4, sw.state_linear + GUEST_GDT)
-    setup_default_idt_entries(state.idt, sw.stubs)
-    setup_default_gdt_entries(state.gdt, sw.state_linear + GUEST_TSS)
+    it.setup_default_idt_entries(state.idt, sw.stubs)
+    segments.setup_default_gdt_entries(state.gdt, sw.state_linear + GUEST_TSS)
+    state.lguest_cs_attr = Descriptor.parse(state.gdt[GDT_ENTRY_LGUEST_CS]).attr | 1
+    state.lguest_ds_attr = Descriptor.parse(state.gdt[GDT_ENTRY_LGUEST_DS]).attr | 1
     _write_idt(host, state)
     _write_gdt(host, state)
     return state
@@ -90,44 +94,40 @@ def _write_gdt(host, state: HostState) -> None:
 def lguest_arch_setup_regs(cpu: LgCpu, start: int) -> None:
     """The Guest's first registers: ring 1 kernel segments, interrupts on,
     EIP at `start`, ESI at the boot information (guest-physical 0)."""
-    from ..segments import setup_guest_gdt
     regs = cpu.regs
     regs.ds = regs.es = regs.ss = __KERNEL_DS | GUEST_PL
     regs.cs = __KERNEL_CS | GUEST_PL
     regs.eflags = X86_EFLAGS_IF | X86_EFLAGS_BIT1
     regs.eip = start
     regs.esi = 0
-    setup_guest_gdt(cpu)
+    segments.setup_guest_gdt(cpu)
 
 
 def copy_in_guest_info(cpu: LgCpu, state: HostState) -> None:
     """Bring the Switcher's state up to date with this Guest: its stack for
     ring 1 in the TSS and, when they changed, its IDT and GDT."""
-    from ..interrupts_and_traps import copy_traps
-    from ..page_tables import map_switcher_in_guest
-    from ..segments import copy_gdt, copy_gdt_tls
     host = cpu.lg.host
     sw = state.switcher
     if cpu.last_pages is not state:
         cpu.last_pages = state
         cpu.changed = CHANGED_ALL
-    map_switcher_in_guest(cpu, sw)
+    page_tables.map_switcher_in_guest(cpu, sw)
     tss = sw.state_phys + GUEST_TSS
     host.mem.write(tss + TSS_ESP1, 4, cpu.esp1)
     host.mem.write(tss + TSS_SS1, 2, cpu.ss1)
     if cpu.changed & CHANGED_IDT:
-        copy_traps(cpu, state.idt, sw.stubs)
+        it.copy_traps(cpu, state.idt, sw.stubs)
         _write_idt(host, state)
     if cpu.changed & CHANGED_GDT:
-        copy_gdt(cpu, state.gdt)
+        segments.copy_gdt(cpu, state.gdt)
         _write_gdt(host, state)
     elif cpu.changed & CHANGED_GDT_TLS:
-        copy_gdt_tls(cpu, state.gdt)
+        segments.copy_gdt_tls(cpu, state.gdt)
         _write_gdt(host, state)
     cpu.changed = 0
 
 
-def _enter_switcher(hw, sw, cr3: int, ts: bool) -> None:
+def _enter_switcher(hw, state: HostState, cr3: int, ts: bool) -> None:
     """The Host's lcall into the Switcher: ring 0, LGUEST_CS/DS, interrupts
     off, EAX = this CPU's lguest_pages, ESP = its lguest_regs."""
     # Linux's Switcher loads the Guest's CR3 on every entry (the Host runs
@@ -136,8 +136,8 @@ def _enter_switcher(hw, sw, cr3: int, ts: bool) -> None:
     hw.cr0 |= CR0_PE | CR0_PG | CR0_WP
     hw.write_cr(3, cr3)
     hw.cr0 = (hw.cr0 | CR0_TS) if ts else (hw.cr0 & ~CR0_TS)
-    code = Descriptor.parse(sw_gdt_entry(hw, sw, GDT_ENTRY_LGUEST_CS)).attr | 1
-    data = Descriptor.parse(sw_gdt_entry(hw, sw, GDT_ENTRY_LGUEST_DS)).attr | 1
+    sw = state.switcher
+    code, data = state.lguest_cs_attr, state.lguest_ds_attr
     for seg, sel, attr in ((CS, LGUEST_CS, code), (SS_REG, LGUEST_DS, data),
                            (DS, LGUEST_DS, data), (ES, LGUEST_DS, data)):
         hw.seg_sel[seg] = sel
@@ -156,11 +156,6 @@ def _enter_switcher(hw, sw, cr3: int, ts: bool) -> None:
     hw.mode_changed()
 
 
-def sw_gdt_entry(hw, sw, index: int) -> int:
-    return hw.mem.read(sw.state_phys + GUEST_GDT + index * 8, 4) | \
-        hw.mem.read(sw.state_phys + GUEST_GDT + index * 8 + 4, 4) << 32
-
-
 def _load_tr(hw, sw) -> None:
     """TR is loaded once (LTR's effect) and stays: between runs nothing else
     uses this CPU, unlike Linux's Host, which has its own TSS."""
@@ -169,7 +164,6 @@ def _load_tr(hw, sw) -> None:
 
 def run_guest_once(cpu: LgCpu, state: HostState, stop_at: int | None) -> None:
     """Enter the Guest through the Switcher and run until it comes back."""
-    from ..page_tables import current_pgdir
     lg = cpu.lg
     host = lg.host
     hw = host.hw
@@ -188,13 +182,13 @@ def run_guest_once(cpu: LgCpu, state: HostState, stop_at: int | None) -> None:
     host.mem.load(sw.regs_phys, cpu.regs.pack())
     if hw.tr[0] != TSS_SELECTOR:
         _load_tr(hw, sw)
-    _enter_switcher(hw, sw, current_pgdir(cpu), bool(cpu.ts))
+    _enter_switcher(hw, state, page_tables.current_pgdir(cpu), bool(cpu.ts))
     lg.stats.entries += 1
     budget = None
     if stop_at is not None:
         budget = max(1, stop_at - hw.icount)
     if cpu.hrt_expires is not None:
-        until_timer = max(1, (cpu.hrt_expires - host.now_ns()) * host_hz(host) // 1_000_000_000)
+        until_timer = max(1, (cpu.hrt_expires - host.now_ns()) * VIRTUAL_HZ // 1_000_000_000)
         budget = until_timer if budget is None else min(budget, until_timer)
     try:
         outcome = hw.run(budget)
@@ -234,11 +228,6 @@ def _switcher_fault(host, sw) -> str:
     return f" at {hw.eip:#x}"
 
 
-def host_hz(host) -> int:
-    from ..lg import VIRTUAL_HZ
-    return VIRTUAL_HZ
-
-
 def _take_cpu_back(hw) -> str:
     """The Host's timer fires: one external interrupt, which the Switcher's
     IDT entry turns into an exit."""
@@ -261,8 +250,6 @@ def lguest_arch_run_guest(cpu: LgCpu, stop_at: int | None = None) -> None:
 
 def lguest_arch_handle_trap(cpu: LgCpu) -> None:
     """Decide what the trap the Guest came back with means."""
-    from ..interrupts_and_traps import could_be_syscall, deliver_trap
-    from ..page_tables import demand_page
     lg = cpu.lg
     if lg.dead is not None:
         return
@@ -272,7 +259,7 @@ def lguest_arch_handle_trap(cpu: LgCpu) -> None:
         if regs.errcode == 0 and emulate_insn(cpu):
             return
     elif trapnum == 14:
-        if demand_page(cpu, cpu.last_pagefault, regs.errcode):
+        if page_tables.demand_page(cpu, cpu.last_pagefault, regs.errcode):
             lg.stats.demand_faults += 1
             return
         lg.stats.reflected_faults += 1
@@ -285,10 +272,10 @@ def lguest_arch_handle_trap(cpu: LgCpu) -> None:
         from ..hypercalls import HcallArgs
         cpu.hcall = HcallArgs(regs.eax, regs.ebx, regs.ecx, regs.edx, regs.esi)
         return
-    elif trapnum >= FIRST_EXTERNAL_VECTOR and not could_be_syscall(lg, trapnum):
+    elif trapnum >= FIRST_EXTERNAL_VECTOR and not it.could_be_syscall(lg, trapnum):
         # A Host interrupt (our timer): already handled, nothing for the Guest.
         return
-    if not deliver_trap(cpu, trapnum):
+    if not it.deliver_trap(cpu, trapnum):
         kill_guest(cpu, "unhandled trap %d at %#x (%#x)", trapnum, regs.eip,
                    cpu.last_pagefault if trapnum == 14 else regs.errcode)
 
@@ -302,11 +289,10 @@ def emulate_insn(cpu: LgCpu) -> bool:
     """The Guest kernel's IN and OUT fault (IOPL 0, no I/O bitmap): there are
     no devices behind them, so IN reads all ones and OUT goes nowhere; EIP
     steps over the instruction.  Anything else is the Guest's #GP."""
-    from ..page_tables import guest_pa
     regs = cpu.regs
     if regs.cs & 3 != GUEST_PL:
         return False
-    phys = guest_pa(cpu, regs.eip)
+    phys = page_tables.guest_pa(cpu, regs.eip)
     if cpu.lg.dead is not None or not lguest_address_ok(cpu.lg, phys, 1):
         return False
     room = min(15, cpu.lg.pfn_limit * PAGE_SIZE - phys, PAGE_SIZE - (regs.eip & 0xFFF))
@@ -338,14 +324,12 @@ def emulate_insn(cpu: LgCpu) -> bool:
 # -- x86 hypercalls ---------------------------------------------------------------------
 def lguest_arch_do_hcall(cpu: LgCpu, args) -> bool:
     """The hypercalls about x86 descriptor tables; False if `args` is not one."""
-    from ..interrupts_and_traps import load_guest_idt_entry
-    from ..segments import guest_load_tls, load_guest_gdt_entry
     if args.arg0 == LHCALL_LOAD_GDT_ENTRY:
-        load_guest_gdt_entry(cpu, args.arg1, args.arg2, args.arg3)
+        segments.load_guest_gdt_entry(cpu, args.arg1, args.arg2, args.arg3)
     elif args.arg0 == LHCALL_LOAD_IDT_ENTRY:
-        load_guest_idt_entry(cpu, args.arg1, args.arg2, args.arg3)
+        it.load_guest_idt_entry(cpu, args.arg1, args.arg2, args.arg3)
     elif args.arg0 == LHCALL_LOAD_TLS:
-        guest_load_tls(cpu, args.arg1)
+        segments.guest_load_tls(cpu, args.arg1)
     else:
         return False
     return True
@@ -355,13 +339,12 @@ def lguest_arch_init_hypercalls(cpu: LgCpu) -> bool:
     """LHCALL_LGUEST_INIT's x86 part: check and remember where lguest_data
     is, tell the Guest the TSC rate, check its system call vector.  False
     if the address is bad."""
-    from ..interrupts_and_traps import check_syscall_vector
     lg = cpu.lg
     addr = cpu.hcall.arg1
     if not lguest_address_ok(lg, addr, LguestData.SIZE):
         return False
     lg.lguest_data = addr
     lgwrite(cpu, addr + LguestData.tsc_khz, 4, lg.tsc_khz)
-    if not check_syscall_vector(lg):
+    if not it.check_syscall_vector(lg):
         kill_guest(cpu, "bad syscall vector")
     return True

@@ -185,7 +185,7 @@ def run_stub(g, vector: int, regs: LguestRegs, segs: dict) -> LguestRegs:
     top = sw.regs_phys + REGS_SIZE
     for i, word in enumerate(frame):
         mem.write(top - 4 * len(frame) + 4 * i, 4, word)
-    x86._enter_switcher(hw, sw, current_pgdir(g.cpu), False)
+    x86._enter_switcher(hw, g.host.state, current_pgdir(g.cpu), False)
     for i, name in enumerate(("eax", "ecx", "edx", "ebx", None, "ebp", "esi", "edi")):
         if name:
             hw.regs[i] = getattr(regs, name)
