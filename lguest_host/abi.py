@@ -142,9 +142,6 @@ class LguestRegs:
             setattr(self, name, value)
 
 
-def regs_offset(field: str) -> int:
-    return 4 * REGS_FIELDS.index(field)
-
 
 # -- the boot protocol between the Launcher and the Guest kernel ---------------------------
 # Linux hands the Guest a struct boot_params at guest-physical 0 (ESI = 0 at

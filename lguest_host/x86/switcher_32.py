@@ -29,9 +29,9 @@ import attrs
 
 from x86core.asm import assemble, vector_stubs
 
-from ..abi import (GDT_ENTRIES, GDT_ENTRY_LGUEST_CS, GDT_ENTRY_LGUEST_DS, IDT_ENTRIES,
+from ..abi import (GDT_ENTRIES, IDT_ENTRIES,
                    LGUEST_CS, LGUEST_DS, PAGE_SIZE, REGS_SIZE, SWITCHER_ADDR,
-                   TRAPS_WITH_ERROR_CODE, TSS_SELECTOR)
+                   TRAPS_WITH_ERROR_CODE)
 from ..lg import LGUEST_PAGES_PHYS, SWITCHER_PTE_PHYS, SWITCHER_TEXT_PHYS
 
 # struct lguest_pages: the regs page (lguest_regs at its end: the ring-0
@@ -142,13 +142,6 @@ def map_switcher(host) -> Switcher:
         pages_linear=pages_linear, pages_phys=LGUEST_PAGES_PHYS,
         pte_page=SWITCHER_PTE_PHYS)
     return switcher
-
-
-def lguest_cs_descriptors() -> dict[int, int]:
-    """The Switcher's own GDT entries: flat ring-0 code and data."""
-    from x86core.segmentation import make_descriptor
-    return {GDT_ENTRY_LGUEST_CS: make_descriptor(0, 0xFFFFFFFF, 0x9B, 0xC),
-            GDT_ENTRY_LGUEST_DS: make_descriptor(0, 0xFFFFFFFF, 0x93, 0xC)}
 
 
 __all__ = ["Switcher", "map_switcher", "switcher_source", "HOST_TIMER_VECTOR",
