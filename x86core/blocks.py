@@ -23,18 +23,25 @@ Python's compiler).
 """
 from __future__ import annotations
 
+import functools
+import hashlib
+import re
 import struct
 
+import attrs
+
 from . import flags as F
-from .codegen import (FLAG_READERS, FULL_FLAG_WRITERS, PARTIAL_FLAG_WRITERS, Emitter,
+from .codegen import (CONDS, FLAG_READERS, FULL_FLAG_WRITERS, PARTIAL_FLAG_WRITERS, Emitter,
                       Unsupported)
 from .decoder import decode
 from .exceptions import DE, CPUException, fault
-from .instruction import MEM, F_BRANCH, F_STOP, Instruction, NeedMore, Undefined
+from .instruction import MEM, REL, F_BRANCH, F_STOP, Instruction, NeedMore, Undefined
 from .semantics import SEMANTICS, SYSTEM
 
 MAX_BLOCK = 48
-LOOP_BUDGET = 256       # iterations of a self-looping block per call
+MAX_EXITS = 3           # side exits in a superblock: code past them runs ever more rarely
+HOT_RUNS = 64           # runs of a first-tier block before it is rebuilt as a superblock
+LOOP_BUDGET = 256       # iterations (in instructions: times the block's length) of a loop block per call
 _ST = {n: struct.Struct(f) for n, f in ((2, "<H"), (4, "<I"), (8, "<Q"))}
 # Register-only forms of these cannot fault, so flag work before them may be skipped.
 NONFAULTING = frozenset({
@@ -49,41 +56,97 @@ NONFAULTING = frozenset({
 # any register: the block writes its locals back before and reloads after.
 SYNC = frozenset(SYSTEM) | {"iret", "iretw", "retf"}
 _FAR = frozenset({"jmp", "call"})
+# Direct transfers a superblock follows, and branches that become its side exits.
+_DIRECT = frozenset({"jmp", "call"})
+_CONDITIONAL = frozenset({f"j{c}" for c in CONDS} | {"loop", "loope", "loopne", "jcxz", "jecxz"})
 
 
-# What a block's code may name, bound once per block as closure cells (so
-# every name is a fast local lookup) without repeating them in the source
-# that Python must compile for each block.
+# What a block's code may name.  The block's source is a bare `def block(...)`
+# run in a namespace holding these (and the block's own tables): the names a
+# block uses often become its parameters' defaults, which Python reads as
+# fast locals, while compile() never sees the long list.
 _RUNTIME_NAMES = (
-    "cpu M TR TW U16 U32 U64 P16 P32 P64 RS WS SB SS_ CARRY FLAGS COND PARITY CPUException "
-    "EF CLD STD CLI STI HLT LOADSEG POPF CPUID RDTSC PORT_IN PORT_OUT SYSTEM RDMSR WRMSR "
-    "READ_CR WRITE_CR READ_DR WRITE_DR FARJMP FARCALL FARRET IRET DIVERR SOFTINT TRAP FAULT "
-    "SMAX SWMAX CHK"
+    "cpu R M W32 TRG TWG U16 U64 P16 P64 RS WS RA WA SB SS_ CARRY FLAGS COND PARITY "
+    "CPUException EF CLD STD CLI STI HLT LOADSEG POPF CPUID RDTSC PORT_IN PORT_OUT SYSTEM "
+    "RDMSR WRMSR READ_CR WRITE_CR READ_DR WRITE_DR FARJMP FARCALL FARRET IRET DIVERR "
+    "SOFTINT TRAP FAULT SMAX SWMAX CHK"
 ).split()
-_PARAMS = ", ".join(_RUNTIME_NAMES + ["INSN", "LINES", "EIPS", "NEXTS", "N"])
+# Bound as parameter defaults when the block's source names them.
+_FAST_NAMES = frozenset("cpu R M W32 TRG TWG U16 U64 P16 P64 RS WS RA WA SB CARRY COND "
+                        "PARITY CHK SMAX SWMAX RUNS SMC".split())
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def _runtime(cpu) -> tuple:
-    """The values of _RUNTIME_NAMES for this CPU in its current mode."""
+@attrs.frozen
+class Recipe:
+    """What decoding and compiling a block produced, before it is bound to a
+    CPU: shared by every CPU in the process that meets the same bytes at
+    the same address in the same mode (_RECIPES), so a program run again,
+    or code dropped and met again, costs no second compile."""
+    source: str
+    code: object                # the compiled `def block`
+    lines: list                 # source line -> index of its instruction
+    insns: list                 # (eip, Instruction)
+    hi: int                     # one past the last byte, from the first page's start
+    stop: bool                  # Block.stop
+    promotable: bool            # first tier, counting its runs
+    # (EIP, taken) of each conditional branch a superblock decided by the
+    # first tier's counts: still valid while the counts still say the same
+    choices: tuple = ()
+
+
+# (mode, CS limit, EIP, tier, limit, digest of the page's bytes, native entries
+# on the page) -> Recipe
+_RECIPES: dict[tuple, Recipe] = {}
+_RECIPE_LIMIT = 4096
+
+
+def clear_recipes() -> None:
+    """Forget every compiled block (benchmarks measuring a cold start)."""
+    _RECIPES.clear()
+
+
+def _runtime(cpu) -> dict:
+    """The values of _RUNTIME_NAMES for this CPU with its current TLBs."""
     h = cpu.helpers
-    return (cpu, cpu.mem.view, cpu.tlb_r, cpu.tlb_w,
-            _ST[2].unpack_from, _ST[4].unpack_from, _ST[8].unpack_from,
-            _ST[2].pack_into, _ST[4].pack_into, _ST[8].pack_into,
-            cpu.read_slow, cpu.write_slow, cpu.seg_base, cpu.seg_sel, F.carry,
-            F.eval_flags, F.condition, F.PARITY, CPUException,
-            h.eflags, h.cld, h.std, h.cli, h.sti, h.hlt, h.load_segment, h.popf, cpu.cpuid,
-            h.rdtsc, h.port_in, h.port_out, h.system, h.rdmsr, h.wrmsr, h.read_cr, h.write_cr,
-            h.read_dr, h.write_dr, h.far_jump, h.far_call, h.far_ret, h.iret, h.divide_error,
-            h.software_interrupt, h.trap, h.fault,
-            cpu.seg_max_read, cpu.seg_max_write, cpu.check_segment)
+    tlb_r, tlb_w = cpu.tlb_r, cpu.tlb_w
+    M = cpu.mem.view
+    unpack = {2: _ST[2].unpack_from, 4: _ST[4].unpack_from, 8: _ST[8].unpack_from}
+    pack = {2: _ST[2].pack_into, 4: _ST[4].pack_into, 8: _ST[8].pack_into}
+    tr_get, tw_get, read_slow, write_slow = tlb_r.get, tlb_w.get, cpu.read_slow, cpu.write_slow
+
+    def read_any(lin: int, size: int) -> int:
+        """A read off the aligned fast path: unaligned, or a TLB miss."""
+        page = tr_get(lin >> 12)
+        off = lin & 0xFFF
+        if page is not None and off + size <= 4096:
+            return unpack[size](M, page | off)[0]
+        return read_slow(lin, size)
+
+    def write_any(lin: int, size: int, value: int) -> None:
+        page = tw_get(lin >> 12)
+        off = lin & 0xFFF
+        if page is not None and off + size <= 4096:
+            pack[size](M, page | off, value)
+        else:
+            write_slow(lin, size, value)
+
+    return dict(zip(_RUNTIME_NAMES, (
+        cpu, cpu.regs, M, cpu.mem.view32, tr_get, tw_get,
+        unpack[2], unpack[8], pack[2], pack[8], read_slow, write_slow, read_any, write_any,
+        cpu.seg_base, cpu.seg_sel, F.carry, F.eval_flags, F.condition, F.PARITY, CPUException,
+        h.eflags, h.cld, h.std, h.cli, h.sti, h.hlt, h.load_segment, h.popf, cpu.cpuid,
+        h.rdtsc, h.port_in, h.port_out, h.system, h.rdmsr, h.wrmsr, h.read_cr, h.write_cr,
+        h.read_dr, h.write_dr, h.far_jump, h.far_call, h.far_ret, h.iret, h.divide_error,
+        h.software_interrupt, h.trap, h.fault,
+        cpu.seg_max_read, cpu.seg_max_write, cpu.check_segment)))
 
 
 class Block:
-    __slots__ = ("fn", "phys", "count", "source", "insns", "span", "tail", "stop")
+    __slots__ = ("fn", "phys", "count", "source", "insns", "tail", "stop")
 
     def __init__(self, fn, phys, count, source, insns):
         self.fn, self.phys, self.count, self.source, self.insns = fn, phys, count, source, insns
-        self.span = 1
         # (linear, physical) page numbers of the block's last byte when it runs
         # onto a second page, whose mapping is checked on every lookup too.
         self.tail = None
@@ -105,7 +168,17 @@ class BlockCache:
         self.fasts: dict[tuple, dict] = {}        # one fast table per mode, kept across switches
         self.page_blocks: dict[int, list[tuple[dict, int]]] = {}
         self.single: dict[tuple, Block] = {}     # cache-off memo of one-instruction code
-        self.compiled = 0
+        # Set when a page holding compiled code is written: a superblock
+        # checks it where it follows a jump, so code stored before a jump is
+        # the code run after it, as on the processor.
+        self.code_written = [0]
+        self.compiled = 0           # blocks compiled by this CPU
+        self.reused = 0             # blocks built from a recipe already compiled
+        self.runtimes: dict[int, dict] = {}      # _runtime() by the TLB pair it binds
+        # (id of mode table, linear EIP) of first-tier blocks that proved hot
+        self.hot: set[tuple[int, int]] = set()
+        # (id of mode table, EIP of the branch ending a first-tier block) -> its RUNS
+        self.branch_runs: dict[tuple[int, int], list] = {}
 
     # -- keys and invalidation ----------------------------------------------------------
     def mode_key(self) -> tuple:
@@ -129,6 +202,8 @@ class BlockCache:
         return ppn in self.page_blocks
 
     def invalidate_page(self, ppn: int) -> None:
+        # A superblock running now leaves at its next jump (see generate).
+        self.code_written[0] = 1
         self.clear_fast()
         self.cpu.mem.watched.discard(ppn)
         for table, key in self.page_blocks.pop(ppn, ()):
@@ -169,7 +244,8 @@ class BlockCache:
         if self.enabled and cpu.trace is None:
             block = self.current.get(lin)
             if block is None or block.phys != phys or (block.tail is not None and not self._tail_holds(block)):
-                block = self.build(lin, phys, MAX_BLOCK)
+                block = self.build(lin, phys, MAX_BLOCK,
+                                   hot=(id(self.current), lin) in self.hot)
                 self.current[lin] = block
                 self._protect(phys >> 12, self.current, lin)
                 if block.tail is not None:
@@ -213,29 +289,84 @@ class BlockCache:
         return page >> 12 == ppn
 
     # -- building ------------------------------------------------------------------------------
-    def build(self, lin: int, phys: int, limit: int, code: bytes | None = None) -> Block:
+    def build(self, lin: int, phys: int, limit: int, code: bytes | None = None,
+              hot: bool = False) -> Block:
+        """Decode and compile the block at `lin` (physical `phys`).
+
+        Code is compiled in two tiers.  At first a block ends at its first
+        branch, and counts its runs.  After HOT_RUNS it is rebuilt `hot`: a
+        superblock, in which a direct JMP or CALL
+        whose target lies on the same page is followed (the CALL's push
+        stays), and a conditional branch becomes a side exit with decoding
+        going on at its fall-through.  Only one page's bytes (plus the tail
+        of an instruction that runs off its end) go into a block, so the
+        page checks that guard a plain block guard a superblock too."""
         cpu = self.cpu
+        start = lin & 0xFFF
         if code is None:
-            code = cpu.fetch(lin, 4096 - (lin & 0xFFF) + 15)
-        page_left = 4096 - (lin & 0xFFF)
+            # The whole page: a followed branch may go backwards from `lin`.
+            code = cpu.fetch(lin & 0xFFFFF000, 4096 + 15)
+        else:
+            code = bytes(start) + code
         native = cpu.native
-        if native is not None and cpu.cpl != 3 and code[:2] == b"\x0f\x0b":
+        if native is not None and cpu.cpl != 3 and code[start:start + 2] == b"\x0f\x0b":
             handler = native.entries.get(lin)
             if handler is not None:
                 return self._native_block(handler, phys)
-        eip = cpu.eip
-        insns: list[tuple[int, Instruction]] = []
-        pos = 0
-        bad = None
         entries = native.entries if native is not None and cpu.cpl != 3 else ()
-        while len(insns) < limit and pos < page_left:
-            if insns and entries and ((lin + pos) & 0xFFFFFFFF) in entries:
+        key = (self.mode_key(), cpu.seg_limit[1], lin, hot, limit,
+               hashlib.blake2b(code, digest_size=16).digest(),
+               tuple(sorted(e for e in entries if e >> 12 == lin >> 12)) if entries else ())
+        recipe = next((r for r in _RECIPES.get(key, ()) if all(
+            self.likely_taken(eip) == taken for eip, taken in r.choices)), None)
+        if recipe is None:
+            recipe = self._translate(lin, phys, limit, code, hot, entries)
+            if isinstance(recipe, Block):
+                return recipe           # a fault or a missing FPU, decided at decode time
+            if len(_RECIPES) >= _RECIPE_LIMIT:
+                _RECIPES.clear()
+            _RECIPES.setdefault(key, []).append(recipe)
+        else:
+            self.reused += 1
+        return self._instantiate(recipe, lin, phys)
+
+    def likely_taken(self, eip: int) -> bool:
+        """Whether the conditional branch at `eip` (ending a first-tier
+        block in this mode) was taken in most of the runs counted so far."""
+        runs = self.branch_runs.get((id(self.current), eip))
+        if runs is None:
+            return False
+        ran = HOT_RUNS - runs[0]
+        return ran >= 8 and 2 * runs[1] > ran
+
+    def _translate(self, lin: int, phys: int, limit: int, code: bytes, hot: bool, entries):
+        """Decode and generate: the block's Recipe, or a Block that raises
+        the fault the first instruction's bytes raise."""
+        cpu = self.cpu
+        base = lin & 0xFFFFF000
+        start = lin & 0xFFF
+        follow = hot and limit > 1 and cpu.bits == 32
+        cs_limit = cpu.seg_limit[1]
+        eip0 = cpu.eip
+        insns: list[tuple[int, Instruction]] = []
+        # index of each followed JMP/CALL -> None, and of each RET followed
+        # to the return address its CALL pushed -> that address
+        followed: dict[int, int | None] = {}
+        taken_followed: set[int] = set()        # conditional branches followed to their target
+        choices: list[tuple[int, bool]] = []
+        returns: list[tuple[int, int]] = []     # (EIP, page offset) the followed CALLs return to
+        seen: set[int] = set()
+        off, eip = start, eip0
+        hi = start + 1              # one past the last byte decoded, from the page start
+        bad = None
+        while len(insns) < limit and off < 4096:
+            if insns and entries and (base + off) in entries:
                 break                   # a native entry point starts its own block
-            insn = decode(code, pos, cpu.bits)
+            insn = decode(code, off, cpu.bits)
             if isinstance(insn, NeedMore):
                 if not insns:
                     # The instruction runs onto a page that cannot be fetched.
-                    cpu.translate((lin + len(code)) & 0xFFFFFFFF, False)
+                    cpu.translate((base + len(code)) & 0xFFFFFFFF, False)
                     bad = fault(13)
                 break
             if isinstance(insn, Undefined):
@@ -249,33 +380,113 @@ class BlockCache:
                 if not insns:
                     return self._x87_block(phys)
                 break
-            if insn.mnemonic not in SEMANTICS:
+            name = insn.mnemonic
+            if name not in SEMANTICS:
                 if not insns:
                     bad = fault(6)
                 break
-            insns.append((eip + pos, insn))
-            pos += insn.length
-            if insn.flags & (F_BRANCH | F_STOP) or insn.mnemonic in SYNC:
+            insns.append((eip, insn))
+            seen.add(eip)
+            hi = max(hi, off + insn.length)
+            nxt = (eip + insn.length) & 0xFFFFFFFF
+            if follow and name in _DIRECT and insn.opsize == 32 and insn.operands[0].kind == REL \
+                    and len(insns) < limit:
+                target = (nxt + insn.operands[0].imm) & 0xFFFFFFFF
+                toff = start + (target - eip0)
+                if 0 <= toff < 4096 and target <= cs_limit and target not in seen \
+                        and (base + toff) not in entries:
+                    followed[len(insns) - 1] = None
+                    if name == "call":
+                        returns.append((nxt, off + insn.length))
+                    off, eip = toff, target
+                    continue
                 break
+            if follow and name == "ret" and returns and insn.opsize == 32 and len(insns) < limit:
+                # Return to the CALL this superblock followed, guarded by a
+                # side exit for a return address the callee changed.
+                back, back_off = returns.pop()
+                if back == eip0:
+                    followed[len(insns) - 1] = back     # closes a loop: see generate
+                    break
+                if back_off < 4096 and back not in seen and (base + back_off) not in entries:
+                    followed[len(insns) - 1] = back
+                    off, eip = back_off, back
+                    continue
+                break
+            if insn.flags & (F_BRANCH | F_STOP) or name in SYNC:
+                if not (follow and name in _CONDITIONAL) or len(seen) > 1 and \
+                        sum(1 for _, i in insns if i.mnemonic in _CONDITIONAL) > MAX_EXITS:
+                    break
+                if insn.opsize == 32 and len(insns) < limit:
+                    # Go on along the way the first tier saw this branch go
+                    # most often; the other way is the side exit.
+                    taken = self.likely_taken(eip)
+                    choices.append((eip, taken))
+                    target = (nxt + insn.operands[0].imm) & 0xFFFFFFFF
+                    toff = start + (target - eip0)
+                    if taken and 0 <= toff < 4096 and target <= cs_limit and target not in seen \
+                            and (base + toff) not in entries:
+                        taken_followed.add(len(insns) - 1)
+                        off, eip = toff, target
+                        continue
+            off += insn.length
+            eip = nxt
         if bad is not None:
             return self._faulting_block(bad, phys)
+        end = insns[-1][1]
+        # A first-tier block that a superblock would run on past: worth
+        # compiling again once this one proves hot.
+        promotable = not hot and limit > 1 and cpu.bits == 32 and (
+            end.mnemonic in _CONDITIONAL or (end.mnemonic in _DIRECT and end.operands[0].kind == REL))
         try:
-            source, fn = self.generate(insns, may_loop=limit > 1)
+            source, code_obj, lines = self.generate(insns, may_loop=limit > 1, followed=followed,
+                                                    promote=promotable,
+                                                    taken_followed=taken_followed)
         except Unsupported:
             if len(insns) == 1:
                 return self._faulting_block(fault(6), phys)
-            return self.build(lin, phys, len(insns) - 1, code)
-        self.compiled += 1
-        block = Block(fn, phys, len(insns), source, insns)
-        block.span = pos if pos else 1
-        last = (lin + block.span - 1) & 0xFFFFFFFF
-        if last >> 12 != lin >> 12:
-            block.tail = (last >> 12, cpu.translate(last, False) >> 12)
-        end = insns[-1][1]
-        block.stop = block.tail is not None or bool(end.flags & F_STOP) or end.mnemonic in SYNC \
+            return self._translate(lin, phys, len(insns) - 1, code, hot, entries)
+        stop = hi > 4096 or bool(end.flags & F_STOP) or end.mnemonic in SYNC \
             or end.mnemonic in ("int", "int3", "into", "int1") or (end.mnemonic in _FAR and any(
                 o.kind == 8 or (o.kind == MEM and o.size == end.opsize // 8 + 2) for o in end.operands))
+        return Recipe(source, code_obj, lines, insns, hi, stop, promotable, tuple(choices))
+
+    def _instantiate(self, recipe: "Recipe", lin: int, phys: int) -> Block:
+        """A runnable Block from a recipe: the compiled code bound to this
+        CPU's registers, memory and TLBs."""
+        cpu = self.cpu
+        runtime = self.runtimes.get(id(cpu.tlb_r))
+        if runtime is None:
+            runtime = self.runtimes[id(cpu.tlb_r)] = _runtime(cpu)
+        insns = recipe.insns
+        n = len(insns)
+        runs = [HOT_RUNS, 0]       # runs left before promotion, runs that took the branch
+        if recipe.promotable:
+            if len(self.branch_runs) >= _RECIPE_LIMIT:
+                self.branch_runs.clear()
+            self.branch_runs[(id(self.current), insns[-1][0])] = runs
+        namespace = dict(runtime, INSN=[i for _, i in insns], LINES=recipe.lines,
+                         EIPS=[e for e, _ in insns],
+                         NEXTS=[(e + i.length) & (0xFFFFFFFF if i.opsize == 32 or cpu.bits == 32
+                                                  else 0xFFFF) for e, i in insns],
+                         N=n, BUDGET=LOOP_BUDGET * max(n, 1), RUNS=runs, SMC=self.code_written,
+                         PROMOTE=functools.partial(self._promote, self.current, lin)
+                         if recipe.promotable else None)
+        exec(recipe.code, namespace)
+        block = Block(namespace["block"], phys, n, recipe.source, insns)
+        if recipe.hi > 4096:
+            last = ((lin & 0xFFFFF000) + recipe.hi - 1) & 0xFFFFFFFF
+            block.tail = (last >> 12, cpu.translate(last, False) >> 12)
+        block.stop = recipe.stop
         return block
+
+    def _promote(self, table: dict, lin: int) -> None:
+        """A first-tier block has run HOT_RUNS times: drop it, so that the
+        next dispatch at `lin` rebuilds it as a superblock."""
+        self.hot.add((id(table), lin))
+        table.pop(lin, None)
+        for fast in self.fasts.values():
+            fast.pop(lin, None)
 
     def _native_block(self, handler, phys: int) -> Block:
         """A native entry point (x86core.native): the UD2 there runs the
@@ -301,18 +512,32 @@ class BlockCache:
             raise CPUException(exc.vector, exc.error_code)
         return Block(raise_it, phys, 0, "", [])
 
-    def generate(self, insns, may_loop: bool = True):
-        """Python source and function for `insns`.  A block that branches
-        back to its own start becomes a loop unless `may_loop` is False
-        (single-instruction execution: stepping, tracing, the cache off)."""
+    def generate(self, insns, may_loop: bool = True, followed=None, promote=False,
+                 taken_followed=frozenset()):
+        """Python source, its code object and its line table for `insns`.  A branch back to the
+        block's first instruction becomes a loop unless `may_loop` is False
+        (single-instruction execution: stepping, tracing, the cache off).
+        `followed` holds the indices of direct JMP/CALLs the superblock
+        continues through (and of RETs it continues through, with the
+        return address expected); a conditional branch before the last
+        instruction is a side exit, taken when the branch is - or, for those
+        in `taken_followed`, is not.  A `promote` block counts its runs (and
+        the runs that took its final branch) in RUNS and calls PROMOTE
+        after HOT_RUNS of them."""
         cpu = self.cpu
+        followed = followed or {}
         em = Emitter(cpu.flat, cpu.cpl, self.mode_key()[3])
         live = _flag_liveness([i for _, i in insns])
         eips, nexts = [], []
+        exits = []                      # body line of each exit taken from inside the body
+        count_taken = None              # the final branch's condition, counted in RUNS[1]
         exit_expr = None
         synced_exit = False
-        loop = None
+        loop = False
+        last = len(insns) - 1
+        start = insns[0][0] if insns else 0
         for index, (eip, insn) in enumerate(insns):
+            first_line = len(em.lines)
             em.index = index
             em.flags_live = live[index]
             em.tmp = 0
@@ -329,28 +554,67 @@ class BlockCache:
                     em.emit("SYNC_IN")
                 synced_exit = result == "EIPNOW()"
             mask = 0xFFFFFFFF if insn.opsize == 32 else 0xFFFF
-            if isinstance(result, tuple):
+            if index in followed:
+                # A RET followed to its CALL's return address leaves when the
+                # callee changed it; any followed jump leaves when code was
+                # written since the block began (the new code runs next).
+                if followed[index] is not None:
+                    target = followed[index]
+                    em.emit(f"if {result} != {target}: nx = {result}; n = {index + 1}; break")
+                else:
+                    target = (nxt + result[-1]) & mask
+                if target == start and may_loop:
+                    loop = True
+                    self._loop_edge(em, "True", index, start)
+                else:
+                    em.emit(f"if SMC[0]: SMC[0] = 0; nx = {target}; n = {index + 1}; break")
+                exits.append(index)
+            elif isinstance(result, tuple):
                 target = (nxt + result[-1]) & mask
                 if result[0] == "REL":
-                    exit_expr = str(target)
                     taken = "True"
                 elif result[0] == "JCC":
                     taken = em.condition(result[1])
-                    exit_expr = f"{target} if {taken} else {nxt}"
                 else:   # JIF
                     taken = result[1]
-                    exit_expr = f"{target} if {taken} else {nxt}"
-                if target == eips[0] and not synced_exit and may_loop:
-                    # The block branches back to itself: run it as a loop.
-                    loop = (taken, nxt, target)
-            elif result is not None:
+                if target == start and not synced_exit and may_loop:
+                    # A branch back to the block's start: run it as a loop,
+                    # registers and flags staying in locals across iterations.
+                    loop = True
+                    self._loop_edge(em, taken, index, start)
+                    exit_expr = str(nxt) if index == last else None
+                elif index in taken_followed:
+                    em.emit(f"if not ({taken}): nx = {nxt}; n = {index + 1}; break")
+                    em.emit(f"if SMC[0]: SMC[0] = 0; nx = {target}; n = {index + 1}; break")
+                    exits.append(index)
+                elif index == last:
+                    exit_expr = str(target) if taken == "True" else f"{target} if {taken} else {nxt}"
+                    if promote and taken != "True":
+                        count_taken = taken
+                else:
+                    em.emit(f"if {taken}: nx = {target}; n = {index + 1}; break")
+                    exits.append(index)
+            elif isinstance(result, str):
                 exit_expr = result.replace("NEXT", str(nxt))
-            em.lines = [l.replace("NEXT", str(nxt)) for l in em.lines]
+            for i in range(first_line, len(em.lines)):
+                em.lines[i] = em.lines[i].replace("NEXT", str(nxt))
         if exit_expr is None:
             exit_expr = str(nexts[-1])
-        return self._assemble(em, insns, eips, nexts, exit_expr, synced_exit, loop)
+        return self._assemble(em, insns, eips, nexts, exit_expr, synced_exit,
+                              loop, bool(exits) or loop, promote, count_taken)
 
-    def _assemble(self, em, insns, eips, nexts, exit_expr, synced_exit, loop=None):
+    @staticmethod
+    def _loop_edge(em, taken: str, index: int, start: int) -> None:
+        """A branch back to the block's start: run it as a loop, registers
+        and flags staying in locals across iterations, until BUDGET
+        instructions or a write to code."""
+        em.emit(f"if {taken}:")
+        em.emit(f"ic += {index + 1}", 1)
+        em.emit("if ic < BUDGET and not SMC[0]: continue", 1)
+        em.emit(f"SMC[0] = 0; nx = {start}; n = 0; break", 1)
+
+    def _assemble(self, em, insns, eips, nexts, exit_expr, synced_exit, loop, structured,
+                  promote=False, count_taken=None):
         all_regs = ", ".join(f"r{n}" for n in range(8))
         has_sync = any(l.strip().startswith("SYNC_OUT") for l in em.lines)
         flags = em.uses_flags or has_sync
@@ -363,24 +627,29 @@ class BlockCache:
             written = sorted(em.regs_written)
         store_regs = "".join(f"R[{n}] = r{n}; " for n in written)
         head = [
-            f"def make({_PARAMS}):",
-            "    def block():",
-            "        R = cpu.regs",
+            "    def block():",         # replaced below, once the names it uses are known
             f"        {load_regs}",
         ]
         if flags:
             head.append("        fo, fr, fa, fb = cpu.lazy")
+        if promote:
+            head.append("        RUNS[0] -= 1")
+            head.append("        if not RUNS[0]: PROMOTE()")
+        if loop:
+            # Instructions retired by the loop's earlier iterations; BUDGET
+            # bounds how long it runs before the run loop (interrupts,
+            # instruction limits) sees control again.
+            head.append("        ic = 0")
         head.append("        try:")
         indent = "            "
-        if loop is not None:
-            # A self-loop keeps registers and flags in locals across
-            # iterations; LOOP_BUDGET bounds how long it runs before the
-            # run loop (interrupts, instruction limits) sees control again.
-            head += ["            it = 0", "            while True:"]
+        if structured:
+            # Exits from inside the body break out to one epilogue.
+            head.append("            while True:")
             indent += "    "
         first_body_line = len(head) + 1
         body = []
         line_insn = []
+        n = len(insns)
         for line, idx in zip(em.lines, em.line_insn):
             if line.strip().startswith("SYNC_OUT"):
                 # The CPU's method sees every register, the flags and its own EIP.
@@ -393,18 +662,18 @@ class BlockCache:
                 line = f"{ind}{all_regs} = R" + ("; fo, fr, fa, fb = cpu.lazy" if flags else "")
             body.append(indent + line)
             line_insn.append(idx)
-        if not body:
+        counted = "ic + " if loop else ""
+        if structured:
+            if synced_exit:
+                # The CPU's own method (far transfer, IRET) has set EIP and
+                # registers: nothing of the locals goes back.
+                body.append(f"{indent}cpu.icount += {counted}{n}; return cpu.eip")
+            else:
+                body.append(f"{indent}nx = {exit_expr}; n = {n}; break")
+            line_insn.append(n - 1)
+        elif not body:
             body.append(indent + "pass")
             line_insn.append(0)
-        if loop is not None:
-            taken, fall, start = loop
-            body += [f"{indent}it += 1",
-                     f"{indent}if not ({taken}):",
-                     f"{indent}    nx = {fall}; break",
-                     f"{indent}if it >= {LOOP_BUDGET}:",
-                     f"{indent}    nx = {start}; break"]
-            line_insn += [len(insns) - 1] * 5
-            exit_expr = "nx"
         tail = [
             "        except CPUException as e:",
             # A fault raised inside a task switch belongs to the new task,
@@ -418,34 +687,33 @@ class BlockCache:
             tail.append("            cpu.lazy = (fo, fr, fa, fb)")
         tail += [
             "            if e.trap:",
-            "                cpu.eip = NEXTS[k]; cpu.icount += k + 1",
+            f"                cpu.eip = NEXTS[k]; cpu.icount += {counted}k + 1",
             "            else:",
-            "                cpu.eip = EIPS[k]; cpu.icount += k",
+            f"                cpu.eip = EIPS[k]; cpu.icount += {counted}k",
             "            raise",
         ]
-        if loop is not None:
-            tail.insert(-5, "            cpu.icount += it * N")
-        if synced_exit:
-            # The CPU's own method (far transfer, IRET) has set EIP.
-            tail.append("        cpu.icount += N; return cpu.eip")
+        if synced_exit and not structured:
+            tail.append(f"        cpu.icount += {n}; return cpu.eip")
         else:
             if store_regs:
                 tail.append(f"        {store_regs}")
             if flags:
                 tail.append("        cpu.lazy = (fo, fr, fa, fb)")
-            count = "N * it" if loop is not None else "N"
-            tail.append(f"        cpu.icount += {count}; return {exit_expr}")
-        tail.append("    return block")
-        source = "\n".join(head + body + tail)
+            if structured:
+                tail.append(f"        cpu.icount += {counted}n; return nx")
+            elif count_taken is not None:
+                tail.append(f"        if {count_taken}: RUNS[1] += 1")
+                tail.append(f"        cpu.icount += {n}; return {exit_expr}")
+            else:
+                tail.append(f"        cpu.icount += {n}; return {exit_expr}")
+        text = [line[4:] for line in head[1:] + body + tail]
+        names = sorted(set(_IDENT.findall("\n".join(text))) & _FAST_NAMES)
+        source = "\n".join([f"def block({', '.join(f'{x}={x}' for x in names)}):"] + text)
         lines = [0] * (len(head) + len(body) + 2)
         for i, idx in enumerate(line_insn):
             lines[first_body_line + i] = idx
-        namespace: dict = {}
-        exec(compile(source, f"<block {eips[0] if eips else 0:#x}>", "exec"), namespace)
-        cpu = self.cpu
-        fn = namespace["make"](*_runtime(self.cpu), [i for _, i in insns], lines, eips, nexts,
-                               len(insns))
-        return source, fn
+        self.compiled += 1
+        return source, compile(source, f"<block {eips[0] if eips else 0:#x}>", "exec"), lines
 
 
 def _flag_liveness(insns: list[Instruction]) -> list[bool]:
@@ -460,7 +728,9 @@ def _flag_liveness(insns: list[Instruction]) -> list[bool]:
         out[i] = live
         faults = name not in NONFAULTING or any(o.kind == MEM for o in insn.operands) \
             or name in SYNC
-        reads = name in FLAG_READERS or name in ("loope", "loopne") or \
+        # A conditional branch reads the flags or, as a superblock's side
+        # exit, hands them on.
+        reads = name in FLAG_READERS or name in _CONDITIONAL or \
             (name in PARTIAL_FLAG_WRITERS and live) or name in SYNC or \
             (insn.rep and name in ("cmps", "scas"))
         writes_all = name in FULL_FLAG_WRITERS and not (insn.rep and name in ("cmps", "scas"))

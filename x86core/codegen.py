@@ -128,10 +128,14 @@ class Emitter:
             return expr
         return f"({expr}) & 0xFFFFFFFF"
 
-    def linear(self, seg: int, offset_expr: str) -> str:
+    def linear(self, seg: int, offset_expr: str, once: bool = False) -> str:
         """Emit the linear address into a fresh local and return its name.
         Outside flat segments (and always for FS/GS) the offset is kept so
-        the access can be checked against the segment's limit and type."""
+        the access can be checked against the segment's limit and type.
+        An address used `once`, by the access emitted next, needs no local
+        of its own when it is already a name (a register or a temporary)."""
+        if once and self.flat and seg not in (4, 5) and offset_expr.isidentifier():
+            return offset_expr
         a = self.new("a")
         if self.flat and seg not in (4, 5):
             self.emit(f"{a} = {offset_expr}")
@@ -151,18 +155,23 @@ class Emitter:
             table = "SWMAX" if write else "SMAX"
             self.emit(f"if {o} > {table}[{seg}] - {size - 1}: CHK({seg}, {o}, {size}, {int(write)})")
 
-    def address(self, op, insn: Instruction) -> str:
-        return self.linear(op.seg, self.offset(op, insn.adsize))
+    def address(self, op, insn: Instruction, once: bool = False) -> str:
+        return self.linear(op.seg, self.offset(op, insn.adsize), once)
 
     def load(self, a: str, size: int) -> str:
         self.check_segment(a, size, False)
         v = self.new("v")
         p = self.new("p")
-        self.emit(f"{p} = TR.get({a} >> 12)")
+        self.emit(f"{p} = TRG({a} >> 12)")
         if size == 1:
             self.emit(f"{v} = M[{p} | {a} & 0xFFF] if {p} is not None else RS({a}, 1)")
+        elif size == 4:
+            # Aligned dwords (nearly all of them) are one index into the
+            # dword view; the rest go through read_any.
+            self.emit(f"{v} = W32[({p} | {a} & 0xFFF) >> 2] if {p} is not None and not {a} & 3 "
+                      f"else RA({a}, 4)")
         else:
-            un = {2: "U16", 4: "U32", 8: "U64"}[size]
+            un = {2: "U16", 8: "U64"}[size]
             self.emit(f"{v} = {un}(M, {p} | {a} & 0xFFF)[0] if {p} is not None and "
                       f"{a} & 0xFFF <= {4096 - size} else RS({a}, {size})")
         return v
@@ -170,14 +179,18 @@ class Emitter:
     def store(self, a: str, size: int, expr: str) -> None:
         self.check_segment(a, size, True)
         p = self.new("p")
-        self.emit(f"{p} = TW.get({a} >> 12)")
+        self.emit(f"{p} = TWG({a} >> 12)")
         if size == 1:
             self.emit(f"if {p} is not None: M[{p} | {a} & 0xFFF] = {expr}")
+            self.emit(f"else: WS({a}, 1, {expr})")
+        elif size == 4:
+            self.emit(f"if {p} is not None and not {a} & 3: W32[({p} | {a} & 0xFFF) >> 2] = {expr}")
+            self.emit(f"else: WA({a}, 4, {expr})")
         else:
-            pk = {2: "P16", 4: "P32", 8: "P64"}[size]
+            pk = {2: "P16", 8: "P64"}[size]
             self.emit(f"if {p} is not None and {a} & 0xFFF <= {4096 - size}: "
                       f"{pk}(M, {p} | {a} & 0xFFF, {expr})")
-        self.emit(f"else: WS({a}, {size}, {expr})")
+            self.emit(f"else: WS({a}, {size}, {expr})")
 
     # -- operands as values -----------------------------------------------------------------
     def read(self, op, insn: Instruction) -> str:
@@ -186,7 +199,7 @@ class Emitter:
         if op.kind == IMM:
             return str(op.imm)
         if op.kind == MEM:
-            return self.load(self.address(op, insn), op.size)
+            return self.load(self.address(op, insn, once=True), op.size)
         if op.kind == SREG:
             return f"SS_[{op.reg}]"
         raise Unsupported(f"operand kind {op.kind}")

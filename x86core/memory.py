@@ -10,6 +10,7 @@ are never entered in the CPU's TLB, so every access to them comes through
 from __future__ import annotations
 
 import struct
+import sys
 from typing import Callable
 
 import numpy as np
@@ -52,6 +53,19 @@ class ROM(Device):
         return int.from_bytes(chunk, "little")
 
 
+class _Dwords:
+    """view32 on a big-endian host: little-endian dwords by index."""
+
+    def __init__(self, view: memoryview):
+        self.view = view
+
+    def __getitem__(self, i: int) -> int:
+        return _UNPACK[4](self.view, i << 2)[0]
+
+    def __setitem__(self, i: int, value: int) -> None:
+        _PACK[4](self.view, i << 2, value)
+
+
 class PhysicalMemory:
     def __init__(self, size: int):
         if size <= 0 or size % PAGE_SIZE:
@@ -59,6 +73,9 @@ class PhysicalMemory:
         self.size = size
         self.ram = np.zeros(size, dtype=np.uint8)
         self.view = memoryview(self.ram).cast("B")
+        # The same bytes as dwords (host order, which is x86's on the hosts
+        # we run on): one index per aligned 32-bit access in compiled code.
+        self.view32 = self.view.cast("I") if sys.byteorder == "little" else _Dwords(self.view)
         self.regions: list[tuple[int, int, Device]] = []
         self.device_pages: set[int] = set()     # page numbers never cached in a TLB
         # Pages holding compiled code, and whom to tell when one is written

@@ -47,7 +47,7 @@ def mov(em: Emitter, insn: Instruction):
     if dst.kind == REG:
         em.set_reg(dst.size, dst.reg, value)
     else:
-        em.store(em.address(dst, insn), dst.size, value)
+        em.store(em.address(dst, insn, once=True), dst.size, value)
 
 
 def mov_system(em, insn):
@@ -156,6 +156,8 @@ def alu(em, insn):
     dst, src = insn.operands
     size = dst.size
     kind = ARITH_KIND[insn.mnemonic]
+    if dst.kind == REG and size == 4:
+        return alu_reg32(em, insn, kind)
     place = em.operand(dst, insn)
     a = place.get()
     b = em.read(src, insn)
@@ -174,6 +176,31 @@ def alu(em, insn):
     if insn.mnemonic not in ("cmp", "test"):
         place.put(r)
     em.set_flags(kind, size, r, a, b)
+
+
+def alu_reg32(em, insn, kind):
+    """The common case in one line and no temporaries: a 32-bit register
+    destination, whose inputs go straight into the flag locals."""
+    dst, src = insn.operands
+    d = em.reg(4, dst.reg)
+    b = em.read(src, insn)          # a memory source is loaded (and may fault) first
+    name = insn.mnemonic
+    op = {"add": "+", "sub": "-", "cmp": "-", "and": "&", "or": "|", "xor": "^", "test": "&"}[name]
+    writes = name not in ("cmp", "test")
+    live = em.flags_live
+    em.known = (kind, 4)
+    if not live:
+        if writes:
+            em.regs_written.add(dst.reg)
+            em.emit(f"{d} = ({d} {op} {b}) & 0xffffffff" if op in "+-" else f"{d} = {d} {op} {b}")
+        return
+    em.uses_flags = True
+    result = "(fa {} fb) & 0xffffffff".format(op) if op in "+-" else f"fa {op} fb"
+    if writes:
+        em.regs_written.add(dst.reg)
+        em.emit(f"fa = {d}; fb = {b}; {d} = fr = {result}; fo = {kind | 4 << 4}")
+    else:
+        em.emit(f"fa = {d}; fb = {b}; fr = {result}; fo = {kind | 4 << 4}")
 
 
 @semantics("adc", "sbb")
@@ -592,7 +619,7 @@ def push(em: Emitter, size: int, value: str) -> None:
     if not value.isidentifier() and not value.isdigit():
         v = em.new("v")
         em.emit(f"{v} = {value}")
-    em.store(em.linear(2, s), size, v)
+    em.store(em.linear(2, s, once=True), size, v)
     _set_sp(em, s)
 
 
@@ -607,7 +634,7 @@ def pop(em: Emitter, size: int) -> tuple[str, str]:
     """Read the top of the stack; returns (value, new sp) without moving ESP."""
     sp = "r4" if em.stack32 else "(r4 & 0xFFFF)"
     em.regs_read.add(4)
-    v = em.load(em.linear(2, sp), size)
+    v = em.load(em.linear(2, sp, once=True), size)
     s = em.new("s")
     em.emit(f"{s} = ({sp} + {size}) & {0xFFFFFFFF if em.stack32 else 0xFFFF:#x}")
     return v, s
@@ -621,8 +648,11 @@ def push_(em, insn):
         push(em, size, f"SS_[{src.reg}]")
     elif src.kind == IMM:
         push(em, size, str(src.imm & MASKS[size]))
-    elif src.kind == REG and src.reg == 4:
-        push(em, size, em.reg(size, 4))   # the value before the decrement
+    elif src.kind == REG:
+        # ESP too: push() stores before it moves ESP, so the value is the old one.
+        push(em, size, em.reg(size, src.reg))
+    elif src.kind == MEM:
+        push(em, size, em.read(src, insn))  # read (through the old ESP) before the decrement
     else:
         v = em.new("v")
         em.emit(f"{v} = {em.read(src, insn)}")
@@ -907,26 +937,26 @@ def string(em, insn):
     moves_di = name in ("movs", "stos", "cmps", "scas", "ins")
     cmp_a = cmp_b = None
     if name == "movs":
-        v = em.load(em.linear(src_seg, si), size)
-        em.store(em.linear(0, di), size, v)
+        v = em.load(em.linear(src_seg, si, once=True), size)
+        em.store(em.linear(0, di, once=True), size, v)
     elif name == "stos":
-        em.store(em.linear(0, di), size, em.reg(size, 0))
+        em.store(em.linear(0, di, once=True), size, em.reg(size, 0))
     elif name == "lods":
-        v = em.load(em.linear(src_seg, si), size)
+        v = em.load(em.linear(src_seg, si, once=True), size)
         em.set_reg(size, 0, v)
     elif name == "cmps":
-        cmp_a = em.load(em.linear(src_seg, si), size)
-        cmp_b = em.load(em.linear(0, di), size)
+        cmp_a = em.load(em.linear(src_seg, si, once=True), size)
+        cmp_b = em.load(em.linear(0, di, once=True), size)
     elif name == "scas":
         cmp_a = em.new("a")
         em.emit(f"{cmp_a} = {em.reg(size, 0)}")
-        cmp_b = em.load(em.linear(0, di), size)
+        cmp_b = em.load(em.linear(0, di, once=True), size)
     elif name == "ins":
         v = em.new("v")
         em.emit(f"{v} = PORT_IN(r2 & 0xFFFF, {size})")
-        em.store(em.linear(0, di), size, v)
+        em.store(em.linear(0, di, once=True), size, v)
     elif name == "outs":
-        v = em.load(em.linear(src_seg, si), size)
+        v = em.load(em.linear(src_seg, si, once=True), size)
         em.emit(f"PORT_OUT(r2 & 0xFFFF, {size}, {v})")
     if moves_si:
         em.set_reg(asize, 6, f"({si} + {step}) & {amask:#x}")

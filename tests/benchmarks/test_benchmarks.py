@@ -116,16 +116,22 @@ def test_mips_tiny(results):
     assert w["output_ok"] and w["cache_on"]["output_ok"]
     assert w["instructions"] > 100_000 and w["cache_on"]["instructions_consistent"]
     assert w["cache_on"]["blocks_compiled"] > 0
+    # Warm runs reuse what the cold run compiled: the same work, no compiling.
+    warm = w["cache_on_warm"]
+    assert warm["output_ok"] and warm["instructions"] == w["instructions"]
+    assert warm["blocks_compiled"] == 0 and warm["blocks_reused"] > 0
+    assert w["cache_on"]["blocks_reused"] == 0
     assert w["cache_off"]["partial"] and w["cache_off"]["instructions"] >= mips.PLANS["tiny"][
         "off_limit"]
     for value in (w["cache_on"]["mips"], w["cache_off"]["mips"], w["cache_speedup"],
                   w["emulated_over_python"], w["python_equivalent_mips"],
                   w["cache_on"]["seconds"]["median"], w["python"]["seconds"]["median"]):
         assert value > 0 and math.isfinite(value)
-    for key in ("mips_geomean", "cache_speedup_geomean", "emulated_over_python_geomean"):
+    for key in ("mips_geomean", "mips_warm_geomean", "cache_speedup_geomean",
+                "emulated_over_python_geomean"):
         assert result["summary"][key] > 0
     assert result["summary"]["all_output_ok"]
-    assert set(result["goals"]) == {"mips", "cache_speedup"}
+    assert set(result["goals"]) == {"mips", "mips_warm", "cache_speedup"}
     assert result["machine"]["python"]
     assert all(v >= 0 for v in _numbers(result))
 

@@ -106,3 +106,173 @@ def test_reading_ahead_past_the_code_page_leaves_cr2_alone():
     cpu.cr2 = 0x1234
     load(cpu, "mov eax, 5\nhlt")            # the builder reads ahead into 0x2000
     assert cpu.run() == "halt" and cpu.cr2 == 0x1234
+
+
+# -- superblocks: the second tier ------------------------------------------------------------
+# A first-tier block that runs HOT_RUNS times is rebuilt as a superblock that
+# follows direct jumps, calls and their returns on its page and leaves by
+# side exits.  Each test runs its program long enough to promote, and checks
+# the state against the same program with the cache off (one instruction at
+# a time, no superblocks).
+
+def _state(cpu: CPU) -> tuple:
+    return (list(cpu.regs), cpu.get_eflags(), cpu.eip, cpu.icount,
+            bytes(cpu.mem.view[DATA:DATA + 0x100]))
+
+
+def run_both(text: str, extra: dict[int, str] | None = None, **regs) -> tuple[CPU, CPU]:
+    """Run `text` (plus routines at other addresses) with the cache on and
+    off; assert the two end in the same state and return both CPUs."""
+    cpus = []
+    for cache in (True, False):
+        cpu = machine()
+        cpu.blocks.enabled = cache
+        for where, routine in (extra or {}).items():
+            cpu.mem.load(where, asm(routine, base=where))
+        load(cpu, text)
+        for n, v in regs.items():
+            cpu.regs["eax ecx edx ebx esp ebp esi edi".split().index(n)] = v
+        assert cpu.run(max_instructions=2_000_000) == "halt"
+        cpus.append(cpu)
+    assert _state(cpus[0]) == _state(cpus[1])
+    return cpus[0], cpus[1]
+
+
+def hot_blocks(cpu: CPU) -> list:
+    return [b for table in cpu.blocks.modes.values() for b in table.values()
+            if b.insns and any(i.mnemonic in ("call", "ret") for _, i in b.insns)]
+
+
+def test_superblock_runs_through_a_call_and_its_return():
+    cpu, _ = run_both("mov ecx, 300\nl: call 0x1800\nadd ebx, eax\ndec ecx\njnz l\nhlt",
+                      {0x1800: "mov eax, ecx\nand eax, 3\nret"})
+    assert cpu.regs[3] == sum(i & 3 for i in range(1, 301))
+    # Once hot, the whole loop is one block: from the return site round the
+    # loop, through the call and the routine, to the RET that closes it.
+    spans = [[i.mnemonic for _, i in b.insns] for b in hot_blocks(cpu)]
+    assert ["add", "dec", "jne", "call", "mov", "and", "ret"] in spans, spans
+
+
+def test_a_return_address_changed_by_the_callee_leaves_the_superblock():
+    # The routine returns two bytes past its call, over a JMP to a trap.
+    cpu, _ = run_both("mov ecx, 300\nl: call 0x1800\njmp short bad\ninc ebx\ndec ecx\njnz l\nhlt\n"
+                      "bad: mov edx, 0xdead\nhlt",
+                      {0x1800: "add dword [esp], 2\nret"})
+    assert cpu.regs[3] == 300 and cpu.regs[2] == 0
+
+
+def test_side_exits_leave_exact_state_whichever_way_branches_go():
+    # Rarely and mostly taken forward branches, and a loop closing through a JMP.
+    cpu, _ = run_both("mov ecx, 1000\nl: test ecx, 7\njz rare\ninc ebx\nback: test ecx, 1\n"
+                      "jnz odd\nadd esi, ecx\nodd: dec ecx\njnz l\nhlt\nrare: inc edx\njmp back")
+    assert cpu.regs[2] == 1000 // 8 and cpu.regs[3] == 1000 - 1000 // 8
+    assert cpu.regs[6] == sum(range(2, 1001, 2))
+
+
+def test_superblocks_follow_the_way_a_branch_mostly_went():
+    prefix = "mov ecx, 1000\nl: test ecx, 7\n"
+    cpu, _ = run_both(prefix + "jnz common\ninc edx\ncommon: dec ecx\njnz l\nhlt")
+    branch = CODE + len(asm(prefix, base=CODE))
+    assert cpu.blocks.likely_taken(branch)          # taken 7 times in 8
+    assert not cpu.blocks.likely_taken(CODE)        # not a counted branch at all
+
+
+def test_code_written_before_a_followed_call_runs_after_it():
+    # The routine is on the loop's own page, so hot superblocks run through
+    # it.  The loop's store lands in data, except every 128th iteration
+    # (long enough apart for the blocks to become hot again), when it
+    # replaces the routine's immediate: the call right after it must run
+    # the new code.
+    cpu, _ = run_both(f"mov ecx, 1\nl: mov edi, {DATA:#x}\nmov edx, 0x1801\ntest ecx, 127\n"
+                      "cmovz edi, edx\nmov [edi], ecx\ncall 0x1800\nadd ebx, eax\ninc ecx\n"
+                      "cmp ecx, 2000\njne l\nhlt", {0x1800: "mov eax, 0\nret"})
+    assert cpu.regs[3] == sum(k & ~127 for k in range(1, 2000))
+
+
+def test_code_written_by_a_loop_block_runs_in_its_next_iteration():
+    # The loop patches the immediate of its own ADD: each iteration adds the
+    # value stored by the one before.
+    text = "mov ecx, 1\nl: add ebx, 0x11111111\nmov [0x1007], ecx\ninc ecx\ncmp ecx, 200\njne l\nhlt"
+    cpu, _ = run_both(text)
+    assert asm(text, base=CODE)[5:7] == b"\x81\xc3"          # ADD EBX, imm32 at 0x1005, its immediate at 0x1007
+    assert cpu.regs[3] == (0x11111111 + sum(range(1, 199))) & 0xFFFFFFFF
+
+
+def test_compiled_blocks_are_shared_between_cpus():
+    from x86core import blocks
+    blocks.clear_recipes()
+    text = "mov ecx, 200\nl: call 0x1800\nadd ebx, eax\ndec ecx\njnz l\nhlt"
+    first, _ = run_both(text, {0x1800: "lea eax, [ecx + 1]\nret"})
+    second, _ = run_both(text, {0x1800: "lea eax, [ecx + 1]\nret"})
+    assert first.blocks.compiled > 0 and first.blocks.reused == 0
+    assert second.blocks.compiled == 0 and second.blocks.reused == first.blocks.compiled
+    # Other bytes at the same address are other code.
+    third, _ = run_both(text, {0x1800: "lea eax, [ecx + 2]\nret"})
+    assert third.regs[3] == second.regs[3] + 200 and third.blocks.compiled > 0
+
+
+# -- property: superblocks are invisible -----------------------------------------------------
+# Random loops with data-dependent forward branches, calls to routines on the
+# same page (some of which change their return address), stack traffic and
+# memory operands, run long enough for their blocks to become superblocks:
+# the state at HLT (registers, EFLAGS, EIP, instruction count, data) is the
+# state the cache-off run reaches one instruction at a time.
+
+from hypothesis import given, strategies as st  # noqa: E402
+
+_REGS = ("eax", "ebx", "ecx", "edx", "esi", "edi", "ebp")
+_COUNTER = DATA + 0xF0          # the loop's own count, in memory: every register is fair game
+_alu = st.builds(lambda op, d, s: f"{op} {d}, {s}",
+                 st.sampled_from(("add", "sub", "and", "or", "xor", "cmp", "test", "adc", "sbb")),
+                 st.sampled_from(_REGS), st.sampled_from(_REGS + ("0x1", "0x7f", "0x80000001")))
+_unary = st.builds(lambda op, r: f"{op} {r}",
+                   st.sampled_from(("inc", "dec", "neg", "not")), st.sampled_from(_REGS))
+_shift = st.builds(lambda op, r, n: f"{op} {r}, {n}",
+                   st.sampled_from(("shl", "shr", "sar", "rol")), st.sampled_from(_REGS),
+                   st.integers(1, 31))
+_memory = st.builds(lambda k, r, store: f"mov [{DATA + 4 * k:#x}], {r}" if store
+                    else f"add {r}, [{DATA + 4 * k:#x}]",
+                    st.integers(0, 31), st.sampled_from(_REGS), st.booleans())
+_stack = st.sampled_from(_REGS).map(lambda r: f"push {r}\npop {r}")
+_simple = st.one_of(_alu, _unary, _shift, _memory, _stack)
+
+
+@st.composite
+def _loop_program(draw):
+    routines = draw(st.lists(st.lists(_simple, max_size=4), min_size=1, max_size=3))
+    skip_ret = draw(st.lists(st.booleans(), min_size=len(routines), max_size=len(routines)))
+    lines, label = [], 0
+    for _ in range(draw(st.integers(2, 8))):
+        kind = draw(st.sampled_from(("simple", "simple", "branch", "call")))
+        if kind == "simple":
+            lines.append(draw(_simple))
+        elif kind == "branch":
+            label += 1
+            test = draw(st.sampled_from(("test", "loop", "jecxz")))
+            if test == "test":
+                cc = draw(st.sampled_from(("z", "nz", "c", "nc", "s", "l", "g", "be")))
+                reg = draw(st.sampled_from(_REGS))
+                mask = draw(st.sampled_from((1, 3, 7, 63)))
+                lines += [f"test {reg}, {mask}", f"j{cc} s{label}"]
+            else:
+                lines.append(f"{test} s{label}")
+            lines += [*draw(st.lists(_simple, min_size=1, max_size=3)), f"s{label}:"]
+        else:
+            k = draw(st.integers(0, len(routines) - 1))
+            lines.append(f"call {0x1800 + 0x80 * k:#x}")
+            if skip_ret[k]:
+                lines.append("jmp short trap")       # the routine returns past this
+    count = draw(st.integers(70, 260))
+    text = "\n".join([f"mov dword [{_COUNTER:#x}], {count}", "l:", *lines,
+                      f"dec dword [{_COUNTER:#x}]", "jnz l", "hlt", "trap: mov ebx, 0xdead", "hlt"])
+    extra = {0x1800 + 0x80 * k: "\n".join(body + (["add dword [esp], 2"] if skip_ret[k] else [])
+                                          + ["ret"])
+             for k, body in enumerate(routines)}
+    regs = {r: draw(st.integers(0, 0xFFFFFFFF)) for r in _REGS}
+    return text, extra, regs
+
+
+@given(_loop_program())
+def test_superblocks_end_in_the_state_single_steps_reach(case):
+    text, extra, regs = case
+    run_both(text, extra, **regs)
