@@ -69,11 +69,11 @@ _RUNTIME_NAMES = (
     "cpu R M W32 TRG TWG U16 U64 P16 P64 RS WS RA WA SB SS_ CARRY FLAGS COND PARITY "
     "CPUException EF CLD STD CLI STI HLT LOADSEG POPF CPUID RDTSC PORT_IN PORT_OUT SYSTEM "
     "RDMSR WRMSR READ_CR WRITE_CR READ_DR WRITE_DR FARJMP FARCALL FARRET IRET DIVERR "
-    "SOFTINT TRAP FAULT SMAX SWMAX CHK"
+    "SOFTINT TRAP FAULT SMAX SWMAX CHK RD1 RD2 RD4 RD8 WR1 WR2 WR4 WR8"
 ).split()
 # Bound as parameter defaults when the block's source names them.
 _FAST_NAMES = frozenset("cpu R M W32 TRG TWG U16 U64 P16 P64 RS WS RA WA SB CARRY COND "
-                        "PARITY CHK SMAX SWMAX RUNS SMC".split())
+                        "PARITY CHK SMAX SWMAX RUNS SMC RD1 RD2 RD4 RD8 WR1 WR2 WR4 WR8".split())
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -131,6 +131,50 @@ def _runtime(cpu) -> dict:
         else:
             write_slow(lin, size, value)
 
+    W32 = cpu.mem.view32
+    U16 = unpack[2]
+
+    # First-tier code's memory accesses (Emitter.compact): the inline
+    # sequences of codegen.load/store as functions.
+    def rd1(lin: int) -> int:
+        page = tr_get(lin >> 12)
+        return M[page | lin & 0xFFF] if page is not None else read_slow(lin, 1)
+
+    def rd2(lin: int) -> int:
+        page = tr_get(lin >> 12)
+        if page is not None and lin & 0xFFF <= 4094:
+            return U16(M, page | lin & 0xFFF)[0]
+        return read_slow(lin, 2)
+
+    def rd4(lin: int) -> int:
+        page = tr_get(lin >> 12)
+        if page is not None and not lin & 3:
+            return W32[(page | lin & 0xFFF) >> 2]
+        return read_any(lin, 4)
+
+    def rd8(lin: int) -> int:
+        return read_any(lin, 8)
+
+    def wr1(lin: int, value: int) -> None:
+        page = tw_get(lin >> 12)
+        if page is not None:
+            M[page | lin & 0xFFF] = value
+        else:
+            write_slow(lin, 1, value)
+
+    def wr2(lin: int, value: int) -> None:
+        write_any(lin, 2, value)
+
+    def wr4(lin: int, value: int) -> None:
+        page = tw_get(lin >> 12)
+        if page is not None and not lin & 3:
+            W32[(page | lin & 0xFFF) >> 2] = value
+        else:
+            write_any(lin, 4, value)
+
+    def wr8(lin: int, value: int) -> None:
+        write_any(lin, 8, value)
+
     return dict(zip(_RUNTIME_NAMES, (
         cpu, cpu.regs, M, cpu.mem.view32, tr_get, tw_get,
         unpack[2], unpack[8], pack[2], pack[8], read_slow, write_slow, read_any, write_any,
@@ -139,7 +183,8 @@ def _runtime(cpu) -> dict:
         h.rdtsc, h.port_in, h.port_out, h.system, h.rdmsr, h.wrmsr, h.read_cr, h.write_cr,
         h.read_dr, h.write_dr, h.far_jump, h.far_call, h.far_ret, h.iret, h.divide_error,
         h.software_interrupt, h.trap, h.fault,
-        cpu.seg_max_read, cpu.seg_max_write, cpu.check_segment)))
+        cpu.seg_max_read, cpu.seg_max_write, cpu.check_segment,
+        rd1, rd2, rd4, rd8, wr1, wr2, wr4, wr8)))
 
 
 class Block:
@@ -250,7 +295,11 @@ class BlockCache:
                 self._protect(phys >> 12, self.current, lin)
                 if block.tail is not None:
                     self._protect(block.tail[1], self.current, lin)
-            cpu.eip = block.fn()
+            try:
+                cpu.eip = block.fn()
+            except CPUException as exc:
+                self.unwind(exc)
+                raise
             return
         self._run_single(lin, phys)
 
@@ -273,7 +322,11 @@ class BlockCache:
             self.page_blocks.setdefault(phys >> 12, [])
         if cpu.trace is not None and insn.ok:
             cpu.trace(cpu, insn)
-        cpu.eip = block.fn()
+        try:
+            cpu.eip = block.fn()
+        except CPUException as exc:
+            self.unwind(exc)
+            raise
 
     def _tail_holds(self, block: Block) -> bool:
         """Whether the second page of a page-crossing block still maps where it did."""
@@ -434,14 +487,14 @@ class BlockCache:
         if bad is not None:
             return self._faulting_block(bad, phys)
         end = insns[-1][1]
-        # A first-tier block that a superblock would run on past: worth
-        # compiling again once this one proves hot.
-        promotable = not hot and limit > 1 and cpu.bits == 32 and (
-            end.mnemonic in _CONDITIONAL or (end.mnemonic in _DIRECT and end.operands[0].kind == REL))
+        # A first-tier block is compiled again once it proves hot: with its
+        # memory accesses inline, and run on past its end as a superblock.
+        promotable = not hot and limit > 1
         try:
             source, code_obj, lines = self.generate(insns, may_loop=limit > 1, followed=followed,
                                                     promote=promotable,
-                                                    taken_followed=taken_followed)
+                                                    taken_followed=taken_followed,
+                                                    compact=not hot)
         except Unsupported:
             if len(insns) == 1:
                 return self._faulting_block(fault(6), phys)
@@ -480,6 +533,42 @@ class BlockCache:
         block.stop = recipe.stop
         return block
 
+    def unwind(self, exc: CPUException) -> None:
+        """A block raised `exc`: give the CPU the state its locals held at
+        the start of the faulting instruction (after it, for a trap), and
+        EIP there.  Blocks carry no handler of their own (cheaper to
+        compile); the run loop calls this with the traceback, in which the
+        block's frame still holds its locals, and its line number names the
+        instruction (LINES)."""
+        if exc.in_new_task or getattr(exc, "unwound", False):
+            # Raised inside a task switch: the CPU already holds the new
+            # task's state, and nothing of the old block's belongs there.
+            return
+        exc.unwound = True
+        found = None
+        tb = exc.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code.co_filename.startswith("<block"):
+                found = tb
+            tb = tb.tb_next
+        if found is None:
+            return                  # raised outside compiled code: nothing to write back
+        frame = found.tb_frame
+        names, local = frame.f_globals, frame.f_locals
+        k = names["LINES"][found.tb_lineno]
+        cpu = self.cpu
+        if "r0" in local:
+            cpu.regs[:] = [local[f"r{n}"] for n in range(8)]
+        if "fo" in local:
+            cpu.lazy = (local["fo"], local["fr"], local["fa"], local["fb"])
+        done = local.get("ic", 0) + k
+        if exc.trap:
+            cpu.eip = names["NEXTS"][k]
+            cpu.icount += done + 1
+        else:
+            cpu.eip = names["EIPS"][k]
+            cpu.icount += done
+
     def _promote(self, table: dict, lin: int) -> None:
         """A first-tier block has run HOT_RUNS times: drop it, so that the
         next dispatch at `lin` rebuilds it as a superblock."""
@@ -513,7 +602,7 @@ class BlockCache:
         return Block(raise_it, phys, 0, "", [])
 
     def generate(self, insns, may_loop: bool = True, followed=None, promote=False,
-                 taken_followed=frozenset()):
+                 taken_followed=frozenset(), compact=False):
         """Python source, its code object and its line table for `insns`.  A branch back to the
         block's first instruction becomes a loop unless `may_loop` is False
         (single-instruction execution: stepping, tracing, the cache off).
@@ -526,7 +615,7 @@ class BlockCache:
         after HOT_RUNS of them."""
         cpu = self.cpu
         followed = followed or {}
-        em = Emitter(cpu.flat, cpu.cpl, self.mode_key()[3])
+        em = Emitter(cpu.flat, cpu.cpl, self.mode_key()[3], compact=compact)
         live = _flag_liveness([i for _, i in insns])
         eips, nexts = [], []
         exits = []                      # body line of each exit taken from inside the body
@@ -547,6 +636,7 @@ class BlockCache:
             sync = insn.mnemonic in SYNC or (insn.mnemonic in _FAR and any(
                 o.kind == 8 or (o.kind == MEM and o.size == insn.opsize // 8 + 2) for o in insn.operands))
             if sync:
+                em.synced = True
                 em.emit(f"SYNC_OUT {eip}")
             result = SEMANTICS[insn.mnemonic](em, insn)
             if sync:
@@ -616,42 +706,41 @@ class BlockCache:
     def _assemble(self, em, insns, eips, nexts, exit_expr, synced_exit, loop, structured,
                   promote=False, count_taken=None):
         all_regs = ", ".join(f"r{n}" for n in range(8))
-        has_sync = any(l.strip().startswith("SYNC_OUT") for l in em.lines)
+        has_sync = em.synced
         flags = em.uses_flags or has_sync
-        if has_sync:
-            # Sync points hand every register to the CPU's methods: keep them all.
-            load_regs = f"{all_regs} = R"
-            written = list(range(8))
-        else:
-            load_regs = "".join(f"r{n} = R[{n}]; " for n in sorted(em.regs_read | em.regs_written)) or "pass"
-            written = sorted(em.regs_written)
-        store_regs = "".join(f"R[{n}] = r{n}; " for n in written)
+        # All eight registers in and out, each in one statement: cheaper to
+        # run and to compile than picking out the ones used.
+        used = has_sync or em.regs_read or em.regs_written
+        load_regs = f"{all_regs} = R" if used else "pass"
+        store_regs = f"R[:] = ({all_regs})" if has_sync or em.regs_written else ""
         head = [
             "    def block():",         # replaced below, once the names it uses are known
             f"        {load_regs}",
         ]
         if flags:
             head.append("        fo, fr, fa, fb = cpu.lazy")
-        if promote:
-            head.append("        RUNS[0] -= 1")
-            head.append("        if not RUNS[0]: PROMOTE()")
         if loop:
             # Instructions retired by the loop's earlier iterations; BUDGET
             # bounds how long it runs before the run loop (interrupts,
             # instruction limits) sees control again.
             head.append("        ic = 0")
-        head.append("        try:")
-        indent = "            "
+        indent = "        "
         if structured:
             # Exits from inside the body break out to one epilogue.
-            head.append("            while True:")
+            head.append("        while True:")
             indent += "    "
+        if promote:
+            # Runs (and a loop's iterations) until the block is compiled again.
+            head.append(f"{indent}RUNS[0] -= 1")
+            head.append(f"{indent}if not RUNS[0]: PROMOTE()")
         first_body_line = len(head) + 1
         body = []
         line_insn = []
         n = len(insns)
         for line, idx in zip(em.lines, em.line_insn):
-            if line.strip().startswith("SYNC_OUT"):
+            if not has_sync:
+                pass
+            elif line.strip().startswith("SYNC_OUT"):
                 # The CPU's method sees every register, the flags and its own EIP.
                 ind = line[:len(line) - len(line.lstrip())]
                 here = line.split()[1]
@@ -674,24 +763,9 @@ class BlockCache:
         elif not body:
             body.append(indent + "pass")
             line_insn.append(0)
-        tail = [
-            "        except CPUException as e:",
-            # A fault raised inside a task switch belongs to the new task,
-            # whose state the CPU already holds: nothing of ours to write back.
-            "            if e.in_new_task: raise",
-            "            k = LINES[e.__traceback__.tb_lineno]",
-        ]
-        if store_regs:
-            tail.append(f"            {store_regs}")
-        if flags:
-            tail.append("            cpu.lazy = (fo, fr, fa, fb)")
-        tail += [
-            "            if e.trap:",
-            f"                cpu.eip = NEXTS[k]; cpu.icount += {counted}k + 1",
-            "            else:",
-            f"                cpu.eip = EIPS[k]; cpu.icount += {counted}k",
-            "            raise",
-        ]
+        # An exception leaves the block's frame as it stands: unwind()
+        # writes its locals back from the traceback.
+        tail = []
         if synced_exit and not structured:
             tail.append(f"        cpu.icount += {n}; return cpu.eip")
         else:
@@ -707,7 +781,9 @@ class BlockCache:
             else:
                 tail.append(f"        cpu.icount += {n}; return {exit_expr}")
         text = [line[4:] for line in head[1:] + body + tail]
-        names = sorted(set(_IDENT.findall("\n".join(text))) & _FAST_NAMES)
+        # First-tier code takes the runtime's names as globals, sparing the
+        # compiler the parameter list; hot code reads them as fast locals.
+        names = () if em.compact else sorted(set(_IDENT.findall("\n".join(text))) & _FAST_NAMES)
         source = "\n".join([f"def block({', '.join(f'{x}={x}' for x in names)}):"] + text)
         lines = [0] * (len(head) + len(body) + 2)
         for i, idx in enumerate(line_insn):

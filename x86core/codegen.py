@@ -50,8 +50,12 @@ class Unsupported(Exception):
 class Emitter:
     """Generates the body of one block."""
 
-    def __init__(self, flat: bool, cpl: int, stack32: bool = True):
+    def __init__(self, flat: bool, cpl: int, stack32: bool = True, compact: bool = False):
         self.flat = flat
+        # First-tier code: memory accesses are calls (RD4(a), WR4(a, v)),
+        # a quarter of the source of the inline TLB lookup that hot code
+        # gets, for about a third more time per access.
+        self.compact = compact
         self.cpl = cpl
         self.stack32 = stack32
         self.lines: list[str] = []
@@ -64,6 +68,7 @@ class Emitter:
         self.known = None                 # (kind, size) of the flags producer, if known here
         self.checked: dict[str, tuple[int, str]] = {}   # address local -> (segment, offset local)
         self.flags_live = True
+        self.synced = False               # some instruction calls into the CPU (SYNC_OUT)
 
     # -- plumbing -----------------------------------------------------------------
     def emit(self, line: str, indent: int = 0) -> None:
@@ -97,7 +102,8 @@ class Emitter:
         """expr must already be masked to `size`."""
         if size == 4:
             self.regs_written.add(n)
-            self.emit(f"r{n} = {expr}")
+            if expr != f"r{n}":
+                self.emit(f"r{n} = {expr}")
         elif size == 2:
             self.regs_read.add(n)
             self.regs_written.add(n)
@@ -119,6 +125,8 @@ class Emitter:
         if op.index >= 0:
             idx = self.reg(4, op.index)
             parts.append(idx if op.scale == 1 else f"{idx} * {op.scale}")
+        if not parts and adsize == 32:
+            return str(op.disp & 0xFFFFFFFF)        # an absolute address
         if op.disp or not parts:
             parts.append(str(op.disp & 0xFFFFFFFF) if op.disp >= 0 or adsize == 32 else str(op.disp))
         expr = " + ".join(parts)
@@ -134,7 +142,8 @@ class Emitter:
         the access can be checked against the segment's limit and type.
         An address used `once`, by the access emitted next, needs no local
         of its own when it is already a name (a register or a temporary)."""
-        if once and self.flat and seg not in (4, 5) and offset_expr.isidentifier():
+        if once and self.flat and seg not in (4, 5) and (
+                offset_expr.isidentifier() or offset_expr.isdigit() or self.compact):
             return offset_expr
         a = self.new("a")
         if self.flat and seg not in (4, 5):
@@ -158,9 +167,14 @@ class Emitter:
     def address(self, op, insn: Instruction, once: bool = False) -> str:
         return self.linear(op.seg, self.offset(op, insn.adsize), once)
 
-    def load(self, a: str, size: int) -> str:
+    def load(self, a: str, size: int, into: str | None = None) -> str:
+        """Emit a read of `size` bytes at `a`; the local holding it (`into`
+        if given: the value lands there only once the read has succeeded)."""
         self.check_segment(a, size, False)
-        v = self.new("v")
+        v = into or self.new("v")
+        if self.compact:
+            self.emit(f"{v} = RD{size}({a})")
+            return v
         p = self.new("p")
         self.emit(f"{p} = TRG({a} >> 12)")
         if size == 1:
@@ -178,6 +192,9 @@ class Emitter:
 
     def store(self, a: str, size: int, expr: str) -> None:
         self.check_segment(a, size, True)
+        if self.compact:
+            self.emit(f"WR{size}({a}, {expr})")
+            return
         p = self.new("p")
         self.emit(f"{p} = TWG({a} >> 12)")
         if size == 1:

@@ -462,16 +462,20 @@ class CPU:
         # A block returns the next EIP; an exception leaves with cpu.eip
         # already set by the block, so only normal exits store it here.
         eip = self.eip
-        while self.icount < limit:
-            lin = (cs_base + eip) & 0xFFFFFFFF
-            fn = fast_get(lin)
-            if fn is None:
-                page = tlb_get(lin >> 12)
-                block = current.get(lin) if page is not None else None
-                if block is None or block.phys != page | (lin & 0xFFF) or block.stop:
-                    break
-                fn = fast[lin] = block.fn
-            eip = fn()
+        try:
+            while self.icount < limit:
+                lin = (cs_base + eip) & 0xFFFFFFFF
+                fn = fast_get(lin)
+                if fn is None:
+                    page = tlb_get(lin >> 12)
+                    block = current.get(lin) if page is not None else None
+                    if block is None or block.phys != page | (lin & 0xFFF) or block.stop:
+                        break
+                    fn = fast[lin] = block.fn
+                eip = fn()
+        except CPUException as exc:
+            blocks.unwind(exc)
+            raise
         self.eip = eip
 
     def _run_guarded(self, step) -> bool:

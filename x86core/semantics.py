@@ -43,6 +43,12 @@ def mov(em: Emitter, insn: Instruction):
         else:
             em.operand(dst, insn).put(value)    # memory, or a 16-bit register
         return
+    if dst.kind == REG and dst.size == 4 and src.kind == MEM:
+        # Straight into the register (assigned only if the read succeeds).
+        a = em.address(src, insn, once=True)
+        em.regs_written.add(dst.reg)
+        em.load(a, 4, into=f"r{dst.reg}")
+        return
     value = em.read(src, insn)
     if dst.kind == REG:
         em.set_reg(dst.size, dst.reg, value)
@@ -365,6 +371,21 @@ def shift(em, insn):
     mask = MASKS[size]
     sign = SIGNS[size]
     name = "shl" if insn.mnemonic == "sal" else insn.mnemonic
+    if cnt.kind == IMM and dst.kind == REG and size == 4 and not em.flags_live \
+            and name in ("shl", "shr", "sar", "rol", "ror"):
+        # No flags to produce: one line.
+        count = cnt.imm & 0x1F
+        if count:
+            d = em.reg(4, dst.reg)
+            em.known = None
+            em.set_reg(4, dst.reg, {"shl": f"({d} << {count}) & 0xffffffff",
+                                    "shr": f"{d} >> {count}",
+                                    "sar": f"((({d} ^ 0x80000000) - 0x80000000) >> {count}) "
+                                           "& 0xffffffff",
+                                    "rol": f"({d} << {count} | {d} >> {32 - count}) & 0xffffffff",
+                                    "ror": f"({d} >> {count} | {d} << {32 - count}) & 0xffffffff",
+                                    }[name])
+        return
     place = em.operand(dst, insn)
     a = place.get()
     n = em.new("n")
