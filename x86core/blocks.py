@@ -69,7 +69,7 @@ _RUNTIME_NAMES = (
     "cpu R M W32 TRG TWG U16 U64 P16 P64 RS WS RA WA SB SS_ CARRY FLAGS COND PARITY "
     "CPUException EF CLD STD CLI STI HLT LOADSEG POPF CPUID RDTSC PORT_IN PORT_OUT SYSTEM "
     "RDMSR WRMSR READ_CR WRITE_CR READ_DR WRITE_DR FARJMP FARCALL FARRET IRET DIVERR "
-    "SOFTINT TRAP FAULT SMAX SWMAX CHK RD1 RD2 RD4 RD8 WR1 WR2 WR4 WR8"
+    "SOFTINT SOFTINT_SYNCED TRAP FAULT SMAX SWMAX CHK RD1 RD2 RD4 RD8 WR1 WR2 WR4 WR8"
 ).split()
 # Bound as parameter defaults when the block's source names them.
 _FAST_NAMES = frozenset("cpu R M W32 TRG TWG U16 U64 P16 P64 RS WS RA WA SB CARRY COND "
@@ -104,6 +104,13 @@ _RECIPE_LIMIT = 4096
 def clear_recipes() -> None:
     """Forget every compiled block (benchmarks measuring a cold start)."""
     _RECIPES.clear()
+
+
+def _software_interrupt_synced(vector: int) -> CPUException:
+    """INT n from a block that has already given the CPU its state."""
+    exc = CPUException(vector, trap=True, software=True)
+    exc.unwound = True
+    return exc
 
 
 def _runtime(cpu) -> dict:
@@ -182,7 +189,7 @@ def _runtime(cpu) -> dict:
         h.eflags, h.cld, h.std, h.cli, h.sti, h.hlt, h.load_segment, h.popf, cpu.cpuid,
         h.rdtsc, h.port_in, h.port_out, h.system, h.rdmsr, h.wrmsr, h.read_cr, h.write_cr,
         h.read_dr, h.write_dr, h.far_jump, h.far_call, h.far_ret, h.iret, h.divide_error,
-        h.software_interrupt, h.trap, h.fault,
+        h.software_interrupt, _software_interrupt_synced, h.trap, h.fault,
         cpu.seg_max_read, cpu.seg_max_write, cpu.check_segment,
         rd1, rd2, rd4, rd8, wr1, wr2, wr4, wr8)))
 
@@ -688,6 +695,19 @@ class BlockCache:
                 exit_expr = result.replace("NEXT", str(nxt))
             for i in range(first_line, len(em.lines)):
                 em.lines[i] = em.lines[i].replace("NEXT", str(nxt))
+            if insn.mnemonic in ("int", "int3", "into"):
+                # A software interrupt (every system call) hands the CPU
+                # its state itself, sparing unwind() its frame inspection.
+                state = []
+                if em.regs_read or em.regs_written:
+                    state.append("R[:] = (r0, r1, r2, r3, r4, r5, r6, r7)")
+                if em.uses_flags:
+                    state.append("cpu.lazy = (fo, fr, fa, fb)")
+                state += [f"cpu.eip = {nxt}",
+                          f"cpu.icount += {'ic + ' if loop else ''}{index + 1}"]
+                for i in range(first_line, len(em.lines)):
+                    em.lines[i] = em.lines[i].replace(
+                        "raise SOFTINT(", "; ".join(state) + "; raise SOFTINT_SYNCED(")
         if exit_expr is None:
             exit_expr = str(nexts[-1])
         return self._assemble(em, insns, eips, nexts, exit_expr, synced_exit,
