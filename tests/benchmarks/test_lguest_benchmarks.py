@@ -176,6 +176,9 @@ def test_guest_mips_tiny(results):
     w = result["workloads"]["sha256"]
     assert result["summary"]["all_output_ok"]
     assert w["cache_on"]["output_ok"] and w["cache_on"]["status"] == 0
+    warm = w["cache_on_warm"]
+    assert warm["output_ok"] and warm["instructions"] == w["instructions"]
+    assert result["summary"]["mips_warm_geomean"] > 0
     # The Guest runs the program and its kernel's entry code and the Switcher:
     # more instructions than bare x86core, not wildly more.
     assert w["bare"]["instructions"] < w["instructions"] < 2 * w["bare"]["instructions"]
