@@ -96,8 +96,9 @@ def cmd_run(args) -> int:
     if args.stats:
         cpu = proc.cpu
         print(f"x86core: {cpu.icount} instructions in {elapsed:.3f} s = "
-              f"{cpu.icount / elapsed / 1e6:.2f} MIPS; {cpu.blocks.compiled} blocks compiled; "
-              f"{proc.syscalls} system calls", file=sys.stderr)
+              f"{cpu.icount / elapsed / 1e6:.2f} MIPS; {cpu.blocks.compiled} blocks compiled "
+              f"({cpu.blocks.superblocks} of them hot superblocks); {proc.syscalls} system calls",
+              file=sys.stderr)
     return status
 
 

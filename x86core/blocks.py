@@ -226,9 +226,13 @@ class BlockCache:
         self.code_written = [0]
         self.compiled = 0           # blocks compiled by this CPU
         self.reused = 0             # blocks built from a recipe already compiled
+        self.superblocks = 0        # of those compiled, second-tier ones
         self.runtimes: dict[int, dict] = {}      # _runtime() by the TLB pair it binds
         # (id of mode table, linear EIP) of first-tier blocks that proved hot
         self.hot: set[tuple[int, int]] = set()
+        # Compile every block as the second tier from its first run (tests
+        # that hold the hot code to an oracle without running it 64 times).
+        self.hot_from_start = False
         # (id of mode table, EIP of the branch ending a first-tier block) -> its RUNS
         self.branch_runs: dict[tuple[int, int], list] = {}
 
@@ -297,7 +301,7 @@ class BlockCache:
             block = self.current.get(lin)
             if block is None or block.phys != phys or (block.tail is not None and not self._tail_holds(block)):
                 block = self.build(lin, phys, MAX_BLOCK,
-                                   hot=(id(self.current), lin) in self.hot)
+                                   hot=self.hot_from_start or (id(self.current), lin) in self.hot)
                 self.current[lin] = block
                 self._protect(phys >> 12, self.current, lin)
                 if block.tail is not None:
@@ -506,6 +510,8 @@ class BlockCache:
             if len(insns) == 1:
                 return self._faulting_block(fault(6), phys)
             return self._translate(lin, phys, len(insns) - 1, code, hot, entries)
+        if hot:
+            self.superblocks += 1
         stop = hi > 4096 or bool(end.flags & F_STOP) or end.mnemonic in SYNC \
             or end.mnemonic in ("int", "int3", "into", "int1") or (end.mnemonic in _FAR and any(
                 o.kind == 8 or (o.kind == MEM and o.size == end.opsize // 8 + 2) for o in end.operands))

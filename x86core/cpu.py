@@ -450,29 +450,39 @@ class CPU:
         """The fast path: run cached blocks back to back with everything the
         dispatch needs in locals.  Leaves for the careful loop on a TLB or
         cache miss, after a block that may change the mode, TLB or interrupt
-        state (Block.stop), or at the instruction limit."""
+        state (Block.stop), or at the instruction limit.  A block returns
+        the next EIP; an exception leaves with cpu.eip set by unwind(), so
+        only normal exits store it here."""
         blocks = self.blocks
-        current = blocks.current
-        fast = blocks.fast
-        fast_get = fast.get
-        tlb_get = self.tlb_r.get
+        current, fast = blocks.current, blocks.fast
+        fast_get, tlb_get = fast.get, self.tlb_r.get
         cs_base = self.seg_base[1]
-        if limit is None:
-            limit = 1 << 62
-        # A block returns the next EIP; an exception leaves with cpu.eip
-        # already set by the block, so only normal exits store it here.
         eip = self.eip
         try:
-            while self.icount < limit:
-                lin = (cs_base + eip) & 0xFFFFFFFF
-                fn = fast_get(lin)
-                if fn is None:
-                    page = tlb_get(lin >> 12)
-                    block = current.get(lin) if page is not None else None
-                    if block is None or block.phys != page | (lin & 0xFFF) or block.stop:
-                        break
-                    fn = fast[lin] = block.fn
-                eip = fn()
+            if limit is None and cs_base == 0:
+                # The common case, kept to the bare minimum per block: the
+                # linear EIP is EIP, and no instruction limit to watch.
+                while True:
+                    fn = fast_get(eip)
+                    if fn is None:
+                        page = tlb_get(eip >> 12)
+                        block = current.get(eip) if page is not None else None
+                        if block is None or block.phys != page | (eip & 0xFFF) or block.stop:
+                            break
+                        fn = fast[eip] = block.fn
+                    eip = fn()
+            else:
+                limit = 1 << 62 if limit is None else limit
+                while self.icount < limit:
+                    lin = (cs_base + eip) & 0xFFFFFFFF
+                    fn = fast_get(lin)
+                    if fn is None:
+                        page = tlb_get(lin >> 12)
+                        block = current.get(lin) if page is not None else None
+                        if block is None or block.phys != page | (lin & 0xFFF) or block.stop:
+                            break
+                        fn = fast[lin] = block.fn
+                    eip = fn()
         except CPUException as exc:
             blocks.unwind(exc)
             raise

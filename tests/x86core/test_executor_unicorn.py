@@ -619,7 +619,9 @@ class Ours:
         self._last_vector = exc.vector
         return False            # not delivered: the run stops with the state at the fault
 
-    def run(self, case: Case, cache: bool) -> Outcome:
+    def run(self, case: Case, cache: bool | str) -> Outcome:
+        """cache: False (one instruction at a time), True (first-tier
+        blocks) or "hot" (every block compiled as the second tier)."""
         cpu = self.cpu
         cpu.blocks.flush()
         cpu.mem.load(CODE, code_page(case.code))
@@ -629,7 +631,8 @@ class Ours:
         cpu.set_eflags(case.eflags)
         cpu.halted = False
         cpu.cr2 = 0
-        cpu.blocks.enabled = cache
+        cpu.blocks.enabled = bool(cache)
+        cpu.blocks.hot_from_start = cache == "hot"
         vector = None
         self._last_vector = None
         why = cpu.run(max_instructions=case.steps)
@@ -879,7 +882,8 @@ class Differ:
     def report(self, limit: int = 10) -> str:
         out = []
         for case, diffs, cache in self.mismatches[:limit]:
-            out.append(case.describe() + f"  cache={'on' if cache else 'off'}\n    " + "\n    ".join(diffs))
+            out.append(case.describe() + f"  cache={cache if cache == 'hot' else 'on' if cache else 'off'}"
+                       "\n    " + "\n    ".join(diffs))
         return "\n".join(out)
 
 
@@ -928,16 +932,18 @@ def test_single_hypothesis(index, seed):
     _run([single_case(FORMS[index], random.Random(seed))])
 
 
-@given(seed=st.integers(0, 2 ** 32 - 1), length=st.integers(2, 20))
-def test_sequence_hypothesis(seed, length):
-    _run([sequence_case(random.Random(seed), length)], cache=True)
+@given(seed=st.integers(0, 2 ** 32 - 1), length=st.integers(2, 20), hot=st.booleans())
+def test_sequence_hypothesis(seed, length, hot):
+    _run([sequence_case(random.Random(seed), length)], cache="hot" if hot else True)
 
 
-def test_sequences():
-    """Blocks of several instructions (cache on) against Unicorn's count=N."""
+@pytest.mark.parametrize("cache", [True, "hot"], ids=["first-tier", "hot"])
+def test_sequences(cache):
+    """Blocks of several instructions (cache on: as first-tier blocks, and as
+    the second tier's superblocks) against Unicorn's count=N."""
     rng = random.Random(1234)
     _run((sequence_case(rng, rng.randrange(2, 21)) for _ in range(int(os.environ.get("UNICORN_SEQUENCES", "1500")))),
-         cache=True)
+         cache=cache)
 
 
 def test_zz_summary():
@@ -959,10 +965,12 @@ def test_big_run():
     singles = sequences = 0
     for i in range(total):
         if i % 10 == 9:
-            d.check(sequence_case(rng, rng.randrange(2, 21)), cache=True)
+            d.check(sequence_case(rng, rng.randrange(2, 21)), cache="hot" if i % 20 == 19 else True)
             sequences += 1
         else:
-            d.check(single_case(FORMS[i % len(FORMS)], rng), cache=rng.random() < 0.1)
+            r = rng.random()
+            d.check(single_case(FORMS[i % len(FORMS)], rng),
+                    cache="hot" if r < 0.05 else r < 0.1)
             singles += 1
     for code in UNDEFINED_FORMS:
         for _ in range(20):
