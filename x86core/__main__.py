@@ -97,7 +97,7 @@ def cmd_run(args) -> int:
         cpu = proc.cpu
         print(f"x86core: {cpu.icount} instructions in {elapsed:.3f} s = "
               f"{cpu.icount / elapsed / 1e6:.2f} MIPS; {cpu.blocks.compiled} blocks compiled "
-              f"({cpu.blocks.superblocks} of them hot superblocks); {proc.syscalls} system calls",
+              f"({cpu.blocks.regions} of them hot regions); {proc.syscalls} system calls",
               file=sys.stderr)
     return status
 

@@ -1,9 +1,15 @@
 """The block cache: decode once, compile to Python, run many times.
 
-A block is the run of instructions from an EIP up to a control transfer, an
-instruction that changes how later code is fetched or run, or the end of the
-page.  Its instructions become the body of one Python function (generated
-source, compiled once) with the registers in locals.
+Code is compiled in two tiers, as JIT compilers do.  A first-tier block is
+the run of instructions from an EIP up to a control transfer, an instruction
+that changes how later code is fetched or run, or the end of the page; its
+instructions become the body of one Python function (generated source,
+compiled once) with the registers in locals, written to be cheap to compile,
+since Python's compile() is most of the cost of code that runs a few times.
+A block that runs HOT_RUNS times is compiled again as a region: it and the
+code it branches to on its page (both ways of conditional branches, direct
+jumps, calls and their return sites) in one function that moves between
+them without returning to the run loop, memory accesses inline.
 
 Blocks are found by linear address within a set chosen by the mode bits that
 change what the bytes mean (code size, CPL, flat segments, stack size, CS
@@ -12,9 +18,8 @@ for a block that runs onto a second page, that page's physical page too): a
 lookup whose pages now map elsewhere recompiles, so a remapped page never
 runs stale code.  Physical pages holding compiled code are kept out of the
 write TLB; the first write to one lands in the slow path, which drops that
-page's blocks (self-modifying code).  A write into the block that is running
-takes effect from the next block, as the 386's prefetch queue did until the
-next jump.
+page's blocks (self-modifying code).  Code written takes effect from the next
+jump, as on the processor: a running block leaves at its next edge.
 
 With the cache off, every instruction is fetched and decoded on every
 execution and run as a block of one (its compiled code is memoized by
@@ -38,10 +43,11 @@ from .exceptions import DE, CPUException, fault
 from .instruction import MEM, REL, F_BRANCH, F_STOP, Instruction, NeedMore, Undefined
 from .semantics import SEMANTICS, SYSTEM
 
-MAX_BLOCK = 48
-MAX_EXITS = 3           # side exits in a superblock: code past them runs ever more rarely
-HOT_RUNS = 64           # runs of a first-tier block before it is rebuilt as a superblock
-LOOP_BUDGET = 256       # iterations (in instructions: times the block's length) of a loop block per call
+MAX_BLOCK = 48          # instructions in a first-tier block
+MAX_REGION = 40         # instructions in a second-tier region
+MAX_NODES = 8           # straight runs of instructions in a region
+HOT_RUNS = 64           # runs (or loop iterations) of a first-tier block before its region is compiled
+LOOP_BUDGET = 256       # a call of a loop or region runs at most this times its length in instructions
 _ST = {n: struct.Struct(f) for n, f in ((2, "<H"), (4, "<I"), (8, "<Q"))}
 # Register-only forms of these cannot fault, so flag work before them may be skipped.
 NONFAULTING = frozenset({
@@ -56,15 +62,14 @@ NONFAULTING = frozenset({
 # any register: the block writes its locals back before and reloads after.
 SYNC = frozenset(SYSTEM) | {"iret", "iretw", "retf"}
 _FAR = frozenset({"jmp", "call"})
-# Direct transfers a superblock follows, and branches that become its side exits.
-_DIRECT = frozenset({"jmp", "call"})
+# Conditional branches: both ways stay in a region.
 _CONDITIONAL = frozenset({f"j{c}" for c in CONDS} | {"loop", "loope", "loopne", "jcxz", "jecxz"})
 
 
 # What a block's code may name.  The block's source is a bare `def block(...)`
-# run in a namespace holding these (and the block's own tables): the names a
-# block uses often become its parameters' defaults, which Python reads as
-# fast locals, while compile() never sees the long list.
+# run in a namespace holding these (and the block's own tables): in hot code
+# the names it uses often become its parameters' defaults, which Python reads
+# as fast locals, while compile() never sees the long list.
 _RUNTIME_NAMES = (
     "cpu R M W32 TRG TWG U16 U64 P16 P64 RS WS RA WA SB SS_ CARRY FLAGS COND PARITY "
     "CPUException EF CLD STD CLI STI HLT LOADSEG POPF CPUID RDTSC PORT_IN PORT_OUT SYSTEM "
@@ -86,18 +91,17 @@ class Recipe:
     source: str
     code: object                # the compiled `def block`
     lines: list                 # source line -> index of its instruction
+    pos: list                   # source line -> its instruction's place in its node
     insns: list                 # (eip, Instruction)
     hi: int                     # one past the last byte, from the first page's start
     stop: bool                  # Block.stop
     promotable: bool            # first tier, counting its runs
-    # (EIP, taken) of each conditional branch a superblock decided by the
-    # first tier's counts: still valid while the counts still say the same
-    choices: tuple = ()
+    nodes: tuple = ()           # a region's node start EIPs, in the order of their numbers
 
 
 # (mode, CS limit, EIP, tier, limit, digest of the page's bytes, native entries
 # on the page) -> Recipe
-_RECIPES: dict[tuple, Recipe] = {}
+_RECIPES: dict[tuple, "Recipe"] = {}
 _RECIPE_LIMIT = 4096
 
 
@@ -220,21 +224,19 @@ class BlockCache:
         self.fasts: dict[tuple, dict] = {}        # one fast table per mode, kept across switches
         self.page_blocks: dict[int, list[tuple[dict, int]]] = {}
         self.single: dict[tuple, Block] = {}     # cache-off memo of one-instruction code
-        # Set when a page holding compiled code is written: a superblock
-        # checks it where it follows a jump, so code stored before a jump is
-        # the code run after it, as on the processor.
+        # Set when a page holding compiled code is written: a running block
+        # checks it at its loop edges and between a region's nodes, so code
+        # stored before a jump is the code run after it, as on the processor.
         self.code_written = [0]
         self.compiled = 0           # blocks compiled by this CPU
         self.reused = 0             # blocks built from a recipe already compiled
-        self.superblocks = 0        # of those compiled, second-tier ones
+        self.regions = 0        # of those compiled, second-tier ones (regions)
         self.runtimes: dict[int, dict] = {}      # _runtime() by the TLB pair it binds
         # (id of mode table, linear EIP) of first-tier blocks that proved hot
         self.hot: set[tuple[int, int]] = set()
         # Compile every block as the second tier from its first run (tests
         # that hold the hot code to an oracle without running it 64 times).
         self.hot_from_start = False
-        # (id of mode table, EIP of the branch ending a first-tier block) -> its RUNS
-        self.branch_runs: dict[tuple[int, int], list] = {}
 
     # -- keys and invalidation ----------------------------------------------------------
     def mode_key(self) -> tuple:
@@ -258,7 +260,7 @@ class BlockCache:
         return ppn in self.page_blocks
 
     def invalidate_page(self, ppn: int) -> None:
-        # A superblock running now leaves at its next jump (see generate).
+        # A block running now leaves at its next edge (see generate).
         self.code_written[0] = 1
         self.clear_fast()
         self.cpu.mem.watched.discard(ppn)
@@ -357,14 +359,11 @@ class BlockCache:
               hot: bool = False) -> Block:
         """Decode and compile the block at `lin` (physical `phys`).
 
-        Code is compiled in two tiers.  At first a block ends at its first
-        branch, and counts its runs.  After HOT_RUNS it is rebuilt `hot`: a
-        superblock, in which a direct JMP or CALL
-        whose target lies on the same page is followed (the CALL's push
-        stays), and a conditional branch becomes a side exit with decoding
-        going on at its fall-through.  Only one page's bytes (plus the tail
-        of an instruction that runs off its end) go into a block, so the
-        page checks that guard a plain block guard a superblock too."""
+        A first-tier block ends at its first branch and counts its runs;
+        `hot` compiles the second tier, a region (_translate_region).  Only
+        one page's bytes (plus the tail of an instruction that runs off its
+        end) go into either, so the page checks that guard a plain block
+        guard a region too."""
         cpu = self.cpu
         start = lin & 0xFFF
         if code is None:
@@ -381,45 +380,35 @@ class BlockCache:
         key = (self.mode_key(), cpu.seg_limit[1], lin, hot, limit,
                hashlib.blake2b(code, digest_size=16).digest(),
                tuple(sorted(e for e in entries if e >> 12 == lin >> 12)) if entries else ())
-        recipe = next((r for r in _RECIPES.get(key, ()) if all(
-            self.likely_taken(eip) == taken for eip, taken in r.choices)), None)
+        recipe = _RECIPES.get(key)
         if recipe is None:
             recipe = self._translate(lin, phys, limit, code, hot, entries)
             if isinstance(recipe, Block):
                 return recipe           # a fault or a missing FPU, decided at decode time
             if len(_RECIPES) >= _RECIPE_LIMIT:
                 _RECIPES.clear()
-            _RECIPES.setdefault(key, []).append(recipe)
+            _RECIPES[key] = recipe
         else:
             self.reused += 1
         return self._instantiate(recipe, lin, phys)
 
-    def likely_taken(self, eip: int) -> bool:
-        """Whether the conditional branch at `eip` (ending a first-tier
-        block in this mode) was taken in most of the runs counted so far."""
-        runs = self.branch_runs.get((id(self.current), eip))
-        if runs is None:
-            return False
-        ran = HOT_RUNS - runs[0]
-        return ran >= 8 and 2 * runs[1] > ran
-
-    def _translate(self, lin: int, phys: int, limit: int, code: bytes, hot: bool, entries):
+    def _translate(self, lin: int, phys: int, limit: int, code: bytes, hot: bool, entries,
+                   region: bool = True):
         """Decode and generate: the block's Recipe, or a Block that raises
         the fault the first instruction's bytes raise."""
         cpu = self.cpu
+        if hot and limit > 1 and cpu.bits == 32 and region:
+            try:
+                return self._translate_region(lin, code, entries)
+            except Unsupported:
+                # Something in the region the executor cannot compile: the
+                # block alone, as the first tier would have it (shortened
+                # before the instruction if need be).
+                return self._translate(lin, phys, limit, code, hot, entries, region=False)
         base = lin & 0xFFFFF000
         start = lin & 0xFFF
-        follow = hot and limit > 1 and cpu.bits == 32
-        cs_limit = cpu.seg_limit[1]
         eip0 = cpu.eip
         insns: list[tuple[int, Instruction]] = []
-        # index of each followed JMP/CALL -> None, and of each RET followed
-        # to the return address its CALL pushed -> that address
-        followed: dict[int, int | None] = {}
-        taken_followed: set[int] = set()        # conditional branches followed to their target
-        choices: list[tuple[int, bool]] = []
-        returns: list[tuple[int, int]] = []     # (EIP, page offset) the followed CALLs return to
-        seen: set[int] = set()
         off, eip = start, eip0
         hi = start + 1              # one past the last byte decoded, from the page start
         bad = None
@@ -444,78 +433,101 @@ class BlockCache:
                 if not insns:
                     return self._x87_block(phys)
                 break
-            name = insn.mnemonic
-            if name not in SEMANTICS:
+            if insn.mnemonic not in SEMANTICS:
                 if not insns:
                     bad = fault(6)
                 break
             insns.append((eip, insn))
-            seen.add(eip)
             hi = max(hi, off + insn.length)
-            nxt = (eip + insn.length) & 0xFFFFFFFF
-            if follow and name in _DIRECT and insn.opsize == 32 and insn.operands[0].kind == REL \
-                    and len(insns) < limit:
-                target = (nxt + insn.operands[0].imm) & 0xFFFFFFFF
-                toff = start + (target - eip0)
-                if 0 <= toff < 4096 and target <= cs_limit and target not in seen \
-                        and (base + toff) not in entries:
-                    followed[len(insns) - 1] = None
-                    if name == "call":
-                        returns.append((nxt, off + insn.length))
-                    off, eip = toff, target
-                    continue
+            if insn.flags & (F_BRANCH | F_STOP) or insn.mnemonic in SYNC:
                 break
-            if follow and name == "ret" and returns and insn.opsize == 32 and len(insns) < limit:
-                # Return to the CALL this superblock followed, guarded by a
-                # side exit for a return address the callee changed.
-                back, back_off = returns.pop()
-                if back == eip0:
-                    followed[len(insns) - 1] = back     # closes a loop: see generate
-                    break
-                if back_off < 4096 and back not in seen and (base + back_off) not in entries:
-                    followed[len(insns) - 1] = back
-                    off, eip = back_off, back
-                    continue
-                break
-            if insn.flags & (F_BRANCH | F_STOP) or name in SYNC:
-                if not (follow and name in _CONDITIONAL) or len(seen) > 1 and \
-                        sum(1 for _, i in insns if i.mnemonic in _CONDITIONAL) > MAX_EXITS:
-                    break
-                if insn.opsize == 32 and len(insns) < limit:
-                    # Go on along the way the first tier saw this branch go
-                    # most often; the other way is the side exit.
-                    taken = self.likely_taken(eip)
-                    choices.append((eip, taken))
-                    target = (nxt + insn.operands[0].imm) & 0xFFFFFFFF
-                    toff = start + (target - eip0)
-                    if taken and 0 <= toff < 4096 and target <= cs_limit and target not in seen \
-                            and (base + toff) not in entries:
-                        taken_followed.add(len(insns) - 1)
-                        off, eip = toff, target
-                        continue
             off += insn.length
-            eip = nxt
+            eip = (eip + insn.length) & 0xFFFFFFFF
         if bad is not None:
             return self._faulting_block(bad, phys)
-        end = insns[-1][1]
         # A first-tier block is compiled again once it proves hot: with its
-        # memory accesses inline, and run on past its end as a superblock.
+        # memory accesses inline, and with the code around it as a region.
         promotable = not hot and limit > 1
         try:
-            source, code_obj, lines = self.generate(insns, may_loop=limit > 1, followed=followed,
-                                                    promote=promotable,
-                                                    taken_followed=taken_followed,
-                                                    compact=not hot)
+            source, code_obj, lines, pos = self.generate(
+                [insns], may_loop=limit > 1, promote=promotable, compact=not hot)
         except Unsupported:
             if len(insns) == 1:
                 return self._faulting_block(fault(6), phys)
-            return self._translate(lin, phys, len(insns) - 1, code, hot, entries)
-        if hot:
-            self.superblocks += 1
-        stop = hi > 4096 or bool(end.flags & F_STOP) or end.mnemonic in SYNC \
-            or end.mnemonic in ("int", "int3", "into", "int1") or (end.mnemonic in _FAR and any(
-                o.kind == 8 or (o.kind == MEM and o.size == end.opsize // 8 + 2) for o in end.operands))
-        return Recipe(source, code_obj, lines, insns, hi, stop, promotable, tuple(choices))
+            return self._translate(lin, phys, len(insns) - 1, code, hot, entries, region)
+        return Recipe(source, code_obj, lines, pos, insns, hi, _stops(insns[-1][1], hi),
+                      promotable)
+
+    def _translate_region(self, lin: int, code: bytes, entries) -> "Recipe":
+        """The second tier: the hot block and the code it branches to on
+        its page, as one function.  The region is a set of nodes, each a
+        straight run of instructions ending at a branch (or where the next
+        node starts); found breadth-first from the entry through direct
+        jumps, both ways of conditional branches and the return sites of
+        calls, up to MAX_REGION instructions in MAX_NODES nodes.  A branch
+        to a node's start stays in the function; any other leaves it."""
+        cpu = self.cpu
+        base = lin & 0xFFFFF000
+        start = lin & 0xFFF
+        eip0 = cpu.eip
+        cs_limit = cpu.seg_limit[1]
+
+        def inside(eip: int) -> bool:
+            off = start + (eip - eip0)
+            return 0 <= off < 4096 and eip <= cs_limit and (base + off) not in entries
+
+        nodes: list[list[tuple[int, Instruction]]] = []
+        starts: set[int] = set()
+        work = [eip0]
+        total = 0
+        hi = start + 1
+        while work and len(nodes) < MAX_NODES and total < MAX_REGION:
+            first = work.pop(0)
+            if first in starts:
+                continue
+            insns: list[tuple[int, Instruction]] = []
+            eip = first
+            off = start + (first - eip0)
+            while total + len(insns) < MAX_REGION and off < 4096:
+                if insns and (eip in starts or (base + off) in entries):
+                    break               # runs into another node, or a native entry
+                insn = decode(code, off, cpu.bits)
+                if not isinstance(insn, Instruction) or insn.flags & 8 \
+                        or insn.mnemonic not in SEMANTICS:
+                    break               # left for the first tier to fault on
+                insns.append((eip, insn))
+                hi = max(hi, off + insn.length)
+                nxt = (eip + insn.length) & 0xFFFFFFFF
+                name = insn.mnemonic
+                if insn.flags & (F_BRANCH | F_STOP) or name in SYNC:
+                    if insn.opsize == 32 and insn.operands and insn.operands[0].kind == REL:
+                        work.append((nxt + insn.operands[0].imm) & 0xFFFFFFFF)
+                    if name in _CONDITIONAL or name == "call":
+                        work.append(nxt)        # the fall-through, the return site
+                    break
+                off += insn.length
+                eip = nxt
+            if not insns:
+                continue                # a node that cannot start: leaving for it exits
+            starts.add(first)
+            nodes.append(insns)
+            total += len(insns)
+            work = [w for w in work if w not in starts and inside(w)]
+        if not nodes or nodes[0][0][0] != eip0:
+            # The entry itself does not decode (a fault, an FPU instruction):
+            # the first tier's path makes the block that raises it.
+            raise Unsupported("region entry")
+        insns = [pair for node in nodes for pair in node]
+        self.regions += 1
+        if len(nodes) == 1:
+            # Nothing to switch between: a plain block (a loop if it
+            # branches back to its start), with its memory accesses inline.
+            source, code_obj, lines, pos = self.generate(nodes)
+            return Recipe(source, code_obj, lines, pos, insns, hi, _stops(insns[-1][1], hi), False)
+        source, code_obj, lines, pos = self.generate(nodes, region=True)
+        return Recipe(source, code_obj, lines, pos, insns, hi,
+                      hi > 4096 or any(_stops(node[-1][1], 0) for node in nodes), False,
+                      tuple(node[0][0] for node in nodes))
 
     def _instantiate(self, recipe: "Recipe", lin: int, phys: int) -> Block:
         """A runnable Block from a recipe: the compiled code bound to this
@@ -526,16 +538,14 @@ class BlockCache:
             runtime = self.runtimes[id(cpu.tlb_r)] = _runtime(cpu)
         insns = recipe.insns
         n = len(insns)
-        runs = [HOT_RUNS, 0]       # runs left before promotion, runs that took the branch
-        if recipe.promotable:
-            if len(self.branch_runs) >= _RECIPE_LIMIT:
-                self.branch_runs.clear()
-            self.branch_runs[(id(self.current), insns[-1][0])] = runs
-        namespace = dict(runtime, INSN=[i for _, i in insns], LINES=recipe.lines,
+        namespace = dict(runtime, INSN=[i for _, i in insns], LINES=recipe.lines, POS=recipe.pos,
+                         PCS={eip: number for number, eip in enumerate(recipe.nodes)},
+                         STARTS=recipe.nodes,
                          EIPS=[e for e, _ in insns],
                          NEXTS=[(e + i.length) & (0xFFFFFFFF if i.opsize == 32 or cpu.bits == 32
                                                   else 0xFFFF) for e, i in insns],
-                         N=n, BUDGET=LOOP_BUDGET * max(n, 1), RUNS=runs, SMC=self.code_written,
+                         N=n, BUDGET=LOOP_BUDGET * max(n, 1), RUNS=[HOT_RUNS],
+                         SMC=self.code_written,
                          PROMOTE=functools.partial(self._promote, self.current, lin)
                          if recipe.promotable else None)
         exec(recipe.code, namespace)
@@ -574,7 +584,7 @@ class BlockCache:
             cpu.regs[:] = [local[f"r{n}"] for n in range(8)]
         if "fo" in local:
             cpu.lazy = (local["fo"], local["fr"], local["fa"], local["fb"])
-        done = local.get("ic", 0) + k
+        done = local.get("ic", 0) + names["POS"][found.tb_lineno]
         if exc.trap:
             cpu.eip = names["NEXTS"][k]
             cpu.icount += done + 1
@@ -584,7 +594,7 @@ class BlockCache:
 
     def _promote(self, table: dict, lin: int) -> None:
         """A first-tier block has run HOT_RUNS times: drop it, so that the
-        next dispatch at `lin` rebuilds it as a superblock."""
+        next dispatch at `lin` compiles its region."""
         self.hot.add((id(table), lin))
         table.pop(lin, None)
         for fast in self.fasts.values():
@@ -614,208 +624,233 @@ class BlockCache:
             raise CPUException(exc.vector, exc.error_code)
         return Block(raise_it, phys, 0, "", [])
 
-    def generate(self, insns, may_loop: bool = True, followed=None, promote=False,
-                 taken_followed=frozenset(), compact=False):
-        """Python source, its code object and its line table for `insns`.  A branch back to the
-        block's first instruction becomes a loop unless `may_loop` is False
+    def generate(self, nodes, may_loop: bool = True, promote: bool = False,
+                 compact: bool = False, region: bool = False):
+        """Python source, its code object and its line tables (instruction
+        index, and position within its node, by source line) for `nodes`:
+        one straight run of instructions (the first tier), or a region's
+        nodes (`region`).  In a first-tier block a branch back to its first
+        instruction makes it a loop unless `may_loop` is False
         (single-instruction execution: stepping, tracing, the cache off).
-        `followed` holds the indices of direct JMP/CALLs the superblock
-        continues through (and of RETs it continues through, with the
-        return address expected); a conditional branch before the last
-        instruction is a side exit, taken when the branch is - or, for those
-        in `taken_followed`, is not.  A `promote` block counts its runs (and
-        the runs that took its final branch) in RUNS and calls PROMOTE
-        after HOT_RUNS of them."""
+        A `promote` block counts its runs in RUNS and calls PROMOTE after
+        HOT_RUNS of them."""
         cpu = self.cpu
-        followed = followed or {}
         em = Emitter(cpu.flat, cpu.cpl, self.mode_key()[3], compact=compact)
-        live = _flag_liveness([i for _, i in insns])
         eips, nexts = [], []
-        exits = []                      # body line of each exit taken from inside the body
-        count_taken = None              # the final branch's condition, counted in RUNS[1]
-        exit_expr = None
-        synced_exit = False
+        exits = []                  # per node: its lines, length, exit (None: synced), stops, branch
         loop = False
-        last = len(insns) - 1
-        start = insns[0][0] if insns else 0
-        for index, (eip, insn) in enumerate(insns):
+        positions = []              # position within its node, by emitted line
+        start = nodes[0][0][0]
+        index = 0
+        for node in nodes:
             first_line = len(em.lines)
-            em.index = index
-            em.flags_live = live[index]
-            em.tmp = 0
-            nxt = (eip + insn.length) & (0xFFFFFFFF if insn.opsize == 32 or cpu.bits == 32 else 0xFFFF)
-            eips.append(eip)
-            nexts.append(nxt)
-            sync = insn.mnemonic in SYNC or (insn.mnemonic in _FAR and any(
-                o.kind == 8 or (o.kind == MEM and o.size == insn.opsize // 8 + 2) for o in insn.operands))
-            if sync:
-                em.synced = True
-                em.emit(f"SYNC_OUT {eip}")
-            result = SEMANTICS[insn.mnemonic](em, insn)
-            if sync:
-                if result is None:
+            em.known = None         # a node may be entered from anywhere
+            live = _flag_liveness([i for _, i in node])
+            exit_expr = None
+            branch = None           # (condition, target, fall-through) of a static exit
+            for pos, (eip, insn) in enumerate(node):
+                line0 = len(em.lines)
+                em.index = index
+                em.flags_live = live[pos]
+                # Temporaries are numbered afresh for each instruction: what
+                # was known about an earlier one's names is gone.
+                em.tmp = 0
+                em.checked = {}
+                nxt = (eip + insn.length) & (0xFFFFFFFF if insn.opsize == 32 or cpu.bits == 32
+                                             else 0xFFFF)
+                eips.append(eip)
+                nexts.append(nxt)
+                sync = insn.mnemonic in SYNC or (insn.mnemonic in _FAR and any(
+                    o.kind == 8 or (o.kind == MEM and o.size == insn.opsize // 8 + 2)
+                    for o in insn.operands))
+                if sync:
+                    em.synced = True
+                    em.emit(f"SYNC_OUT {eip}")
+                result = SEMANTICS[insn.mnemonic](em, insn)
+                if sync and result is None:
                     em.emit("SYNC_IN")
-                synced_exit = result == "EIPNOW()"
-            mask = 0xFFFFFFFF if insn.opsize == 32 else 0xFFFF
-            if index in followed:
-                # A RET followed to its CALL's return address leaves when the
-                # callee changed it; any followed jump leaves when code was
-                # written since the block began (the new code runs next).
-                if followed[index] is not None:
-                    target = followed[index]
-                    em.emit(f"if {result} != {target}: nx = {result}; n = {index + 1}; break")
+                if result == "EIPNOW()":
+                    exit_expr = branch = None   # the CPU's method has set EIP
+                    em.emit(f"cpu.icount += {'ic + ' if region else ''}{pos + 1}; "
+                            "return cpu.eip")
+                elif isinstance(result, tuple):
+                    target = (nxt + result[-1]) & (0xFFFFFFFF if insn.opsize == 32 else 0xFFFF)
+                    taken = {"REL": "True", "JCC": None, "JIF": None}[result[0]]
+                    if taken is None:
+                        taken = em.condition(result[1]) if result[0] == "JCC" else result[1]
+                    if not region and target == start and may_loop:
+                        # A branch back to the block's start: run it as a
+                        # loop, registers and flags staying in locals.
+                        loop = True
+                        self._loop_edge(em, taken, pos, start)
+                        exit_expr = str(nxt)
+                    else:
+                        exit_expr = str(target) if taken == "True" else \
+                            f"{target} if {taken} else {nxt}"
+                        branch = (taken, target, nxt)
+                elif isinstance(result, str):
+                    exit_expr, branch = result, None
                 else:
-                    target = (nxt + result[-1]) & mask
-                if target == start and may_loop:
-                    loop = True
-                    self._loop_edge(em, "True", index, start)
-                else:
-                    em.emit(f"if SMC[0]: SMC[0] = 0; nx = {target}; n = {index + 1}; break")
-                exits.append(index)
-            elif isinstance(result, tuple):
-                target = (nxt + result[-1]) & mask
-                if result[0] == "REL":
-                    taken = "True"
-                elif result[0] == "JCC":
-                    taken = em.condition(result[1])
-                else:   # JIF
-                    taken = result[1]
-                if target == start and not synced_exit and may_loop:
-                    # A branch back to the block's start: run it as a loop,
-                    # registers and flags staying in locals across iterations.
-                    loop = True
-                    self._loop_edge(em, taken, index, start)
-                    exit_expr = str(nxt) if index == last else None
-                elif index in taken_followed:
-                    em.emit(f"if not ({taken}): nx = {nxt}; n = {index + 1}; break")
-                    em.emit(f"if SMC[0]: SMC[0] = 0; nx = {target}; n = {index + 1}; break")
-                    exits.append(index)
-                elif index == last:
-                    exit_expr = str(target) if taken == "True" else f"{target} if {taken} else {nxt}"
-                    if promote and taken != "True":
-                        count_taken = taken
-                else:
-                    em.emit(f"if {taken}: nx = {target}; n = {index + 1}; break")
-                    exits.append(index)
-            elif isinstance(result, str):
-                exit_expr = result.replace("NEXT", str(nxt))
-            for i in range(first_line, len(em.lines)):
-                em.lines[i] = em.lines[i].replace("NEXT", str(nxt))
-            if insn.mnemonic in ("int", "int3", "into"):
-                # A software interrupt (every system call) hands the CPU
-                # its state itself, sparing unwind() its frame inspection.
-                state = []
-                if em.regs_read or em.regs_written:
-                    state.append("R[:] = (r0, r1, r2, r3, r4, r5, r6, r7)")
-                if em.uses_flags:
-                    state.append("cpu.lazy = (fo, fr, fa, fb)")
-                state += [f"cpu.eip = {nxt}",
-                          f"cpu.icount += {'ic + ' if loop else ''}{index + 1}"]
-                for i in range(first_line, len(em.lines)):
-                    em.lines[i] = em.lines[i].replace(
-                        "raise SOFTINT(", "; ".join(state) + "; raise SOFTINT_SYNCED(")
-        if exit_expr is None:
-            exit_expr = str(nexts[-1])
-        return self._assemble(em, insns, eips, nexts, exit_expr, synced_exit,
-                              loop, bool(exits) or loop, promote, count_taken)
+                    exit_expr, branch = str(nxt), ("True", nxt, nxt)
+                for i in range(line0, len(em.lines)):
+                    line = em.lines[i].replace("NEXT", str(nxt))
+                    if "raise SOFTINT(" in line:
+                        # A software interrupt (every system call) hands the
+                        # CPU its state itself, sparing unwind() the frame.
+                        state = [f"cpu.eip = {nxt}",
+                                 f"cpu.icount += {'ic + ' if region else ''}{pos + 1}"]
+                        if em.regs_read or em.regs_written:
+                            state.insert(0, "R[:] = (r0, r1, r2, r3, r4, r5, r6, r7)")
+                        if em.uses_flags:
+                            state.insert(0, "cpu.lazy = (fo, fr, fa, fb)")
+                        line = line.replace("raise SOFTINT(",
+                                            "; ".join(state) + "; raise SOFTINT_SYNCED(")
+                    em.lines[i] = line
+                positions += [pos] * (len(em.lines) - line0)
+                index += 1
+            if exit_expr is not None:
+                if exit_expr.endswith("NEXT"):
+                    exit_expr = exit_expr.replace("NEXT", str(nexts[-1]))
+            exits.append((first_line, len(em.lines), len(node), exit_expr,
+                          _stops(node[-1][1], 0), branch))
+        return self._assemble(em, nodes, eips, nexts, exits, positions, loop, promote, region)
 
     @staticmethod
-    def _loop_edge(em, taken: str, index: int, start: int) -> None:
+    def _loop_edge(em, taken: str, pos: int, start: int) -> None:
         """A branch back to the block's start: run it as a loop, registers
         and flags staying in locals across iterations, until BUDGET
         instructions or a write to code."""
         em.emit(f"if {taken}:")
-        em.emit(f"ic += {index + 1}", 1)
+        em.emit(f"ic += {pos + 1}", 1)
         em.emit("if ic < BUDGET and not SMC[0]: continue", 1)
-        em.emit(f"SMC[0] = 0; nx = {start}; n = 0; break", 1)
+        em.emit(f"SMC[0] = 0; nx = {start}; break", 1)
 
-    def _assemble(self, em, insns, eips, nexts, exit_expr, synced_exit, loop, structured,
-                  promote=False, count_taken=None):
+    def _assemble(self, em, nodes, eips, nexts, exits, positions, loop, promote, region):
         all_regs = ", ".join(f"r{n}" for n in range(8))
         has_sync = em.synced
         flags = em.uses_flags or has_sync
         # All eight registers in and out, each in one statement: cheaper to
         # run and to compile than picking out the ones used.
         used = has_sync or em.regs_read or em.regs_written
-        load_regs = f"{all_regs} = R" if used else "pass"
-        store_regs = f"R[:] = ({all_regs})" if has_sync or em.regs_written else ""
-        head = [
-            "    def block():",         # replaced below, once the names it uses are known
-            f"        {load_regs}",
-        ]
+        head = [f"{all_regs} = R" if used else "pass"]
         if flags:
-            head.append("        fo, fr, fa, fb = cpu.lazy")
-        if loop:
-            # Instructions retired by the loop's earlier iterations; BUDGET
-            # bounds how long it runs before the run loop (interrupts,
-            # instruction limits) sees control again.
-            head.append("        ic = 0")
-        indent = "        "
-        if structured:
-            # Exits from inside the body break out to one epilogue.
-            head.append("        while True:")
-            indent += "    "
+            head.append("fo, fr, fa, fb = cpu.lazy")
+        if loop or region:
+            # Instructions retired before the current iteration or node;
+            # BUDGET bounds how long the block runs before the run loop
+            # (interrupts, instruction limits) sees control again.
+            head.append("ic = 0")
+        if region:
+            head.append("pc = 0")
+        indent = ""
+        if loop or region:
+            head.append("while True:")
+            indent = "    "
         if promote:
             # Runs (and a loop's iterations) until the block is compiled again.
-            head.append(f"{indent}RUNS[0] -= 1")
-            head.append(f"{indent}if not RUNS[0]: PROMOTE()")
-        first_body_line = len(head) + 1
-        body = []
-        line_insn = []
-        n = len(insns)
-        for line, idx in zip(em.lines, em.line_insn):
-            if not has_sync:
-                pass
-            elif line.strip().startswith("SYNC_OUT"):
-                # The CPU's method sees every register, the flags and its own EIP.
-                ind = line[:len(line) - len(line.lstrip())]
-                here = line.split()[1]
-                line = f"{ind}R[:] = ({all_regs}); cpu.eip = {here}" + \
-                    ("; cpu.lazy = (fo, fr, fa, fb)" if flags else "")
-            elif line.strip() == "SYNC_IN":
-                ind = line[:len(line) - len(line.lstrip())]
-                line = f"{ind}{all_regs} = R" + ("; fo, fr, fa, fb = cpu.lazy" if flags else "")
-            body.append(indent + line)
-            line_insn.append(idx)
-        counted = "ic + " if loop else ""
-        if structured:
-            if synced_exit:
-                # The CPU's own method (far transfer, IRET) has set EIP and
-                # registers: nothing of the locals goes back.
-                body.append(f"{indent}cpu.icount += {counted}{n}; return cpu.eip")
-            else:
-                body.append(f"{indent}nx = {exit_expr}; n = {n}; break")
-            line_insn.append(n - 1)
-        elif not body:
-            body.append(indent + "pass")
-            line_insn.append(0)
-        # An exception leaves the block's frame as it stands: unwind()
-        # writes its locals back from the traceback.
+            head += [f"{indent}RUNS[0] -= 1", f"{indent}if not RUNS[0]: PROMOTE()"]
+        body, line_insn, line_pos = [], [], []
+
+        def add(text: str, insn: int, pos: int) -> None:
+            body.append(text)
+            line_insn.append(insn)
+            line_pos.append(pos)
+
+        index = 0
+        number_of = {node[0][0]: number for number, node in enumerate(nodes)}
+        if region:
+            # Back to the run loop after BUDGET instructions or a write to code.
+            add(f"{indent}if ic >= BUDGET or SMC[0]: SMC[0] = 0; nx = STARTS[pc]; break", 0, 0)
+        for number, (first, end, count, exit_expr, stops, branch) in enumerate(exits):
+            inner = indent
+            if region and len(nodes) > 1:
+                add(f"{indent}{'if' if number == 0 else 'elif'} pc == {number}:", index, 0)
+                inner += "    "
+            for i in range(first, end):
+                line = em.lines[i]
+                if has_sync:
+                    stripped = line.strip()
+                    ind = line[:len(line) - len(stripped)]
+                    if stripped.startswith("SYNC_OUT"):
+                        # The CPU's method sees every register, the flags and its own EIP.
+                        line = f"{ind}R[:] = ({all_regs}); cpu.eip = {stripped.split()[1]}" + \
+                            ("; cpu.lazy = (fo, fr, fa, fb)" if flags else "")
+                    elif stripped == "SYNC_IN":
+                        line = f"{ind}{all_regs} = R" + \
+                            ("; fo, fr, fa, fb = cpu.lazy" if flags else "")
+                add(inner + line, em.line_insn[i], positions[i])
+            last = index + count - 1
+            if exit_expr is not None:
+                if region:
+                    for line in _transition(exit_expr, count, stops, branch, number_of):
+                        add(inner + line, last, count - 1)
+                elif loop:
+                    add(f"{inner}nx = {exit_expr}; ic += {count}; break", last, count - 1)
+                else:
+                    exit_final = exit_expr
+            index += count
+        if not body:
+            add("pass", 0, 0)
         tail = []
-        if synced_exit and not structured:
-            tail.append(f"        cpu.icount += {n}; return cpu.eip")
-        else:
-            if store_regs:
-                tail.append(f"        {store_regs}")
+        if exits[-1][3] is not None or region:
+            # An exception leaves the block's frame as it stands: unwind()
+            # writes its locals back from the traceback.
+            if has_sync or em.regs_written:
+                tail.append(f"R[:] = ({all_regs})")
             if flags:
-                tail.append("        cpu.lazy = (fo, fr, fa, fb)")
-            if structured:
-                tail.append(f"        cpu.icount += {counted}n; return nx")
-            elif count_taken is not None:
-                tail.append(f"        if {count_taken}: RUNS[1] += 1")
-                tail.append(f"        cpu.icount += {n}; return {exit_expr}")
+                tail.append("cpu.lazy = (fo, fr, fa, fb)")
+            if loop or region:
+                tail.append("cpu.icount += ic; return nx")
             else:
-                tail.append(f"        cpu.icount += {n}; return {exit_expr}")
-        text = [line[4:] for line in head[1:] + body + tail]
+                tail.append(f"cpu.icount += {len(eips)}; return {exit_final}")
+        text = head + body + tail
         # First-tier code takes the runtime's names as globals, sparing the
         # compiler the parameter list; hot code reads them as fast locals.
         names = () if em.compact else sorted(set(_IDENT.findall("\n".join(text))) & _FAST_NAMES)
-        source = "\n".join([f"def block({', '.join(f'{x}={x}' for x in names)}):"] + text)
-        lines = [0] * (len(head) + len(body) + 2)
-        for i, idx in enumerate(line_insn):
-            lines[first_body_line + i] = idx
+        source = "\n".join([f"def block({', '.join(f'{x}={x}' for x in names)}):"] +
+                           ["    " + line for line in text])
+        first_body_line = len(head) + 2
+        lines = [0] * (len(head) + len(body) + 3)
+        pos = [0] * len(lines)
+        for i, (k, p) in enumerate(zip(line_insn, line_pos)):
+            lines[first_body_line + i] = k
+            pos[first_body_line + i] = p
         self.compiled += 1
-        return source, compile(source, f"<block {eips[0] if eips else 0:#x}>", "exec"), lines
+        return source, compile(source, f"<block {eips[0] if eips else 0:#x}>", "exec"), lines, pos
+
+
+def _transition(exit_expr: str, count: int, stops: bool, branch, number_of: dict) -> list[str]:
+    """The lines ending a region's node: on to the node its successor
+    starts (its number known here for a static branch, looked up in PCS
+    for a computed one), or out of the block with `nx`."""
+    if stops:
+        # After an instruction that may change the mode or interrupts,
+        # always back to the run loop.
+        return [f"nx = {exit_expr}; ic += {count}; break"]
+    if branch is None:
+        return [f"nx = {exit_expr}; ic += {count}; pc = PCS.get(nx, -1)", "if pc < 0: break"]
+    taken, target, fall = branch
+    to, past = number_of.get(target), number_of.get(fall)
+    if taken == "True":
+        return [f"ic += {count}; pc = {to}" if to is not None else
+                f"nx = {target}; ic += {count}; break"]
+    if to is not None and past is not None:
+        return [f"ic += {count}; pc = {to} if {taken} else {past}"]
+    if to is not None:
+        return [f"ic += {count}", f"if {taken}: pc = {to}", f"else: nx = {fall}; break"]
+    if past is not None:
+        return [f"ic += {count}", f"if not ({taken}): pc = {past}", f"else: nx = {target}; break"]
+    return [f"nx = {exit_expr}; ic += {count}; break"]
+
+
+def _stops(insn: Instruction, hi: int) -> bool:
+    """Whether the run loop's fast path must hand back to the careful one
+    after `insn` (the mode, the TLB or the interrupt state may have changed),
+    or after a block reaching `hi` bytes into its page (a second page to check)."""
+    return hi > 4096 or bool(insn.flags & F_STOP) or insn.mnemonic in SYNC \
+        or insn.mnemonic in ("int", "int3", "into", "int1") or (insn.mnemonic in _FAR and any(
+            o.kind == 8 or (o.kind == MEM and o.size == insn.opsize // 8 + 2)
+            for o in insn.operands))
 
 
 def _flag_liveness(insns: list[Instruction]) -> list[bool]:
@@ -830,8 +865,8 @@ def _flag_liveness(insns: list[Instruction]) -> list[bool]:
         out[i] = live
         faults = name not in NONFAULTING or any(o.kind == MEM for o in insn.operands) \
             or name in SYNC
-        # A conditional branch reads the flags or, as a superblock's side
-        # exit, hands them on.
+        # A conditional branch reads the flags (and at the end of a region's
+        # node hands them on).
         reads = name in FLAG_READERS or name in _CONDITIONAL or \
             (name in PARTIAL_FLAG_WRITERS and live) or name in SYNC or \
             (insn.rep and name in ("cmps", "scas"))

@@ -940,7 +940,7 @@ def test_sequence_hypothesis(seed, length, hot):
 @pytest.mark.parametrize("cache", [True, "hot"], ids=["first-tier", "hot"])
 def test_sequences(cache):
     """Blocks of several instructions (cache on: as first-tier blocks, and as
-    the second tier's superblocks) against Unicorn's count=N."""
+    the second tier's code) against Unicorn's count=N."""
     rng = random.Random(1234)
     _run((sequence_case(rng, rng.randrange(2, 21)) for _ in range(int(os.environ.get("UNICORN_SEQUENCES", "1500")))),
          cache=cache)
