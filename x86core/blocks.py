@@ -78,7 +78,8 @@ _RUNTIME_NAMES = (
 ).split()
 # Bound as parameter defaults when the block's source names them.
 _FAST_NAMES = frozenset("cpu R M W32 TRG TWG U16 U64 P16 P64 RS WS RA WA SB CARRY COND "
-                        "PARITY CHK SMAX SWMAX RUNS SMC RD1 RD2 RD4 RD8 WR1 WR2 WR4 WR8".split())
+                        "PARITY CHK SMAX SWMAX RUNS SMC BUDGET PCS RD1 RD2 RD4 RD8 WR1 WR2 WR4 "
+                        "WR8".split())
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
