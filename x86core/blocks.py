@@ -188,7 +188,7 @@ def _runtime(cpu) -> dict:
         write_any(lin, 8, value)
 
     return dict(zip(_RUNTIME_NAMES, (
-        cpu, cpu.regs, M, cpu.mem.view32, tr_get, tw_get,
+        cpu, cpu.regs, M, W32, tr_get, tw_get,
         unpack[2], unpack[8], pack[2], pack[8], read_slow, write_slow, read_any, write_any,
         cpu.seg_base, cpu.seg_sel, F.carry, F.eval_flags, F.condition, F.PARITY, CPUException,
         h.eflags, h.cld, h.std, h.cli, h.sti, h.hlt, h.load_segment, h.popf, cpu.cpuid,
@@ -368,7 +368,7 @@ class BlockCache:
         cpu = self.cpu
         start = lin & 0xFFF
         if code is None:
-            # The whole page: a followed branch may go backwards from `lin`.
+            # The whole page: a region may take in code before `lin`.
             code = cpu.fetch(lin & 0xFFFFF000, 4096 + 15)
         else:
             code = bytes(start) + code
@@ -545,7 +545,7 @@ class BlockCache:
                          EIPS=[e for e, _ in insns],
                          NEXTS=[(e + i.length) & (0xFFFFFFFF if i.opsize == 32 or cpu.bits == 32
                                                   else 0xFFFF) for e, i in insns],
-                         N=n, BUDGET=LOOP_BUDGET * max(n, 1), RUNS=[HOT_RUNS],
+                         BUDGET=LOOP_BUDGET * max(n, 1), RUNS=[HOT_RUNS],
                          SMC=self.code_written,
                          PROMOTE=functools.partial(self._promote, self.current, lin)
                          if recipe.promotable else None)
@@ -637,7 +637,7 @@ class BlockCache:
         HOT_RUNS of them."""
         cpu = self.cpu
         em = Emitter(cpu.flat, cpu.cpl, self.mode_key()[3], compact=compact)
-        eips, nexts = [], []
+        eips = []
         exits = []                  # per node: its lines, length, exit (None: synced), stops, branch
         loop = False
         positions = []              # position within its node, by emitted line
@@ -660,10 +660,7 @@ class BlockCache:
                 nxt = (eip + insn.length) & (0xFFFFFFFF if insn.opsize == 32 or cpu.bits == 32
                                              else 0xFFFF)
                 eips.append(eip)
-                nexts.append(nxt)
-                sync = insn.mnemonic in SYNC or (insn.mnemonic in _FAR and any(
-                    o.kind == 8 or (o.kind == MEM and o.size == insn.opsize // 8 + 2)
-                    for o in insn.operands))
+                sync = insn.mnemonic in SYNC or _far_transfer(insn)
                 if sync:
                     em.synced = True
                     em.emit(f"SYNC_OUT {eip}")
@@ -690,7 +687,7 @@ class BlockCache:
                             f"{target} if {taken} else {nxt}"
                         branch = (taken, target, nxt)
                 elif isinstance(result, str):
-                    exit_expr, branch = result, None
+                    exit_expr, branch = result.replace("NEXT", str(nxt)), None
                 else:
                     exit_expr, branch = str(nxt), ("True", nxt, nxt)
                 for i in range(line0, len(em.lines)):
@@ -709,12 +706,9 @@ class BlockCache:
                     em.lines[i] = line
                 positions += [pos] * (len(em.lines) - line0)
                 index += 1
-            if exit_expr is not None:
-                if exit_expr.endswith("NEXT"):
-                    exit_expr = exit_expr.replace("NEXT", str(nexts[-1]))
             exits.append((first_line, len(em.lines), len(node), exit_expr,
                           _stops(node[-1][1], 0), branch))
-        return self._assemble(em, nodes, eips, nexts, exits, positions, loop, promote, region)
+        return self._assemble(em, nodes, eips, exits, positions, loop, promote, region)
 
     @staticmethod
     def _loop_edge(em, taken: str, pos: int, start: int) -> None:
@@ -726,7 +720,7 @@ class BlockCache:
         em.emit("if ic < BUDGET and not SMC[0]: continue", 1)
         em.emit(f"SMC[0] = 0; nx = {start}; break", 1)
 
-    def _assemble(self, em, nodes, eips, nexts, exits, positions, loop, promote, region):
+    def _assemble(self, em, nodes, eips, exits, positions, loop, promote, region):
         all_regs = ", ".join(f"r{n}" for n in range(8))
         has_sync = em.synced
         flags = em.uses_flags or has_sync
@@ -764,7 +758,7 @@ class BlockCache:
             add(f"{indent}if ic >= BUDGET or SMC[0]: SMC[0] = 0; nx = STARTS[pc]; break", 0, 0)
         for number, (first, end, count, exit_expr, stops, branch) in enumerate(exits):
             inner = indent
-            if region and len(nodes) > 1:
+            if region:
                 add(f"{indent}{'if' if number == 0 else 'elif'} pc == {number}:", index, 0)
                 inner += "    "
             for i in range(first, end):
@@ -849,9 +843,13 @@ def _stops(insn: Instruction, hi: int) -> bool:
     after `insn` (the mode, the TLB or the interrupt state may have changed),
     or after a block reaching `hi` bytes into its page (a second page to check)."""
     return hi > 4096 or bool(insn.flags & F_STOP) or insn.mnemonic in SYNC \
-        or insn.mnemonic in ("int", "int3", "into", "int1") or (insn.mnemonic in _FAR and any(
-            o.kind == 8 or (o.kind == MEM and o.size == insn.opsize // 8 + 2)
-            for o in insn.operands))
+        or insn.mnemonic in ("int", "int3", "into", "int1") or _far_transfer(insn)
+
+
+def _far_transfer(insn: Instruction) -> bool:
+    """A JMP or CALL to another code segment: done by the CPU's own method."""
+    return insn.mnemonic in _FAR and any(
+        o.kind == 8 or (o.kind == MEM and o.size == insn.opsize // 8 + 2) for o in insn.operands)
 
 
 def _flag_liveness(insns: list[Instruction]) -> list[bool]:
