@@ -36,6 +36,7 @@ import struct
 import attrs
 
 from . import flags as F
+from . import interpreter
 from .codegen import (CONDS, FLAG_READERS, FULL_FLAG_WRITERS, PARTIAL_FLAG_WRITERS, Emitter,
                       Unsupported)
 from .decoder import decode
@@ -98,17 +99,24 @@ class Recipe:
     stop: bool                  # Block.stop
     promotable: bool            # first tier, counting its runs
     nodes: tuple = ()           # a region's node start EIPs, in the order of their numbers
+    threaded: tuple | None = None   # the zeroth tier's plan (interpreter.plan_block), not compiled
 
 
 # (mode, CS limit, EIP, tier, limit, digest of the page's bytes, native entries
 # on the page) -> Recipe
 _RECIPES: dict[tuple, "Recipe"] = {}
 _RECIPE_LIMIT = 4096
+# (digest of a page's bytes, code size) -> {offset: decoded instruction}: a
+# region, or a block built again, does not decode its instructions again.
+_DECODED: dict[tuple, dict] = {}
 
 
 def clear_recipes() -> None:
-    """Forget every compiled block (benchmarks measuring a cold start)."""
+    """Forget every compiled block and decoded page, and the threaded
+    tier's handler factories (benchmarks measuring a cold start)."""
     _RECIPES.clear()
+    _DECODED.clear()
+    interpreter.clear_factories()
 
 
 def _software_interrupt_synced(vector: int) -> CPUException:
@@ -238,6 +246,11 @@ class BlockCache:
         # Compile every block as the second tier from its first run (tests
         # that hold the hot code to an oracle without running it 64 times).
         self.hot_from_start = False
+        # Code met for the first time runs as threaded code (interpreter.py)
+        # where that tier takes it; False compiles it as the first tier.
+        self.threaded = True
+        self.threaded_blocks = 0    # blocks built as threaded code by this CPU
+        self._decoded: dict[int, object] = {}   # the page being built: offset -> instruction
 
     # -- keys and invalidation ----------------------------------------------------------
     def mode_key(self) -> tuple:
@@ -367,22 +380,29 @@ class BlockCache:
         guard a region too."""
         cpu = self.cpu
         start = lin & 0xFFF
-        if code is None:
+        whole_page = code is None
+        if whole_page:
             # The whole page: a region may take in code before `lin`.
             code = cpu.fetch(lin & 0xFFFFF000, 4096 + 15)
         else:
             code = bytes(start) + code
+        digest = hashlib.blake2b(code, digest_size=16).digest()
         native = cpu.native
         if native is not None and cpu.cpl != 3 and code[start:start + 2] == b"\x0f\x0b":
             handler = native.entries.get(lin)
             if handler is not None:
                 return self._native_block(handler, phys)
         entries = native.entries if native is not None and cpu.cpl != 3 else ()
-        key = (self.mode_key(), cpu.seg_limit[1], lin, hot, limit,
-               hashlib.blake2b(code, digest_size=16).digest(),
+        key = (self.mode_key(), cpu.seg_limit[1], lin, hot, limit, self.threaded, digest,
                tuple(sorted(e for e in entries if e >> 12 == lin >> 12)) if entries else ())
         recipe = _RECIPES.get(key)
         if recipe is None:
+            if whole_page:
+                if len(_DECODED) >= _RECIPE_LIMIT:
+                    _DECODED.clear()
+                self._decoded = _DECODED.setdefault((digest, cpu.bits), {})
+            else:
+                self._decoded = {}      # the cache off: every instruction decoded every time
             recipe = self._translate(lin, phys, limit, code, hot, entries)
             if isinstance(recipe, Block):
                 return recipe           # a fault or a missing FPU, decided at decode time
@@ -392,6 +412,12 @@ class BlockCache:
         else:
             self.reused += 1
         return self._instantiate(recipe, lin, phys)
+
+    def _decode(self, code: bytes, off: int):
+        insn = self._decoded.get(off)
+        if insn is None:
+            insn = self._decoded[off] = decode(code, off, self.cpu.bits)
+        return insn
 
     def _translate(self, lin: int, phys: int, limit: int, code: bytes, hot: bool, entries,
                    region: bool = True):
@@ -416,7 +442,7 @@ class BlockCache:
         while len(insns) < limit and off < 4096:
             if insns and entries and (base + off) in entries:
                 break                   # a native entry point starts its own block
-            insn = decode(code, off, cpu.bits)
+            insn = self._decode(code, off)
             if isinstance(insn, NeedMore):
                 if not insns:
                     # The instruction runs onto a page that cannot be fetched.
@@ -446,6 +472,15 @@ class BlockCache:
             eip = (eip + insn.length) & 0xFFFFFFFF
         if bad is not None:
             return self._faulting_block(bad, phys)
+        if self.threaded and not hot and limit > 1 and cpu.bits == 32 and cpu.flat \
+                and self.mode_key()[3]:
+            threaded = interpreter.plan_block(insns, _flag_liveness)
+            if threaded is not None:
+                insns = insns[:threaded[1]]
+                last_eip, last = insns[-1]
+                hi = start + ((last_eip - eip0) & 0xFFFFFFFF) + last.length
+                return Recipe("", None, [], [], insns, hi, _stops(last, hi), True,
+                              threaded=threaded)
         # A first-tier block is compiled again once it proves hot: with its
         # memory accesses inline, and with the code around it as a region.
         promotable = not hot and limit > 1
@@ -492,7 +527,7 @@ class BlockCache:
             while total + len(insns) < MAX_REGION and off < 4096:
                 if insns and (eip in starts or (base + off) in entries):
                     break               # runs into another node, or a native entry
-                insn = decode(code, off, cpu.bits)
+                insn = self._decode(code, off)
                 if not isinstance(insn, Instruction) or insn.flags & 8 \
                         or insn.mnemonic not in SEMANTICS:
                     break               # left for the first tier to fault on
@@ -539,6 +574,12 @@ class BlockCache:
             runtime = self.runtimes[id(cpu.tlb_r)] = _runtime(cpu)
         insns = recipe.insns
         n = len(insns)
+        if recipe.threaded is not None:
+            self.threaded_blocks += 1
+            fn = interpreter.instantiate(recipe.threaded, insns, runtime, insns[0][0],
+                                         LOOP_BUDGET * n, self.code_written,
+                                         functools.partial(self._promote, self.current, lin))
+            return self._bind(Block(fn, phys, n, "", insns), recipe, lin)
         namespace = dict(runtime, INSN=[i for _, i in insns], LINES=recipe.lines, POS=recipe.pos,
                          PCS={eip: number for number, eip in enumerate(recipe.nodes)},
                          STARTS=recipe.nodes,
@@ -550,7 +591,11 @@ class BlockCache:
                          PROMOTE=functools.partial(self._promote, self.current, lin)
                          if recipe.promotable else None)
         exec(recipe.code, namespace)
-        block = Block(namespace["block"], phys, n, recipe.source, insns)
+        return self._bind(Block(namespace["block"], phys, n, recipe.source, insns), recipe, lin)
+
+    def _bind(self, block: Block, recipe: "Recipe", lin: int) -> Block:
+        """The page checks a block's recipe asks for."""
+        cpu = self.cpu
         if recipe.hi > 4096:
             last = ((lin & 0xFFFFF000) + recipe.hi - 1) & 0xFFFFFFFF
             block.tail = (last >> 12, cpu.translate(last, False) >> 12)
@@ -572,12 +617,16 @@ class BlockCache:
         found = None
         tb = exc.__traceback__
         while tb is not None:
-            if tb.tb_frame.f_code.co_filename.startswith("<block"):
+            code = tb.tb_frame.f_code
+            if code.co_filename.startswith("<block") or code in interpreter.RUNNER_CODES:
                 found = tb
             tb = tb.tb_next
         if found is None:
             return                  # raised outside compiled code: nothing to write back
         frame = found.tb_frame
+        if frame.f_code in interpreter.RUNNER_CODES:
+            interpreter.unwind(self.cpu, frame, exc)
+            return
         names, local = frame.f_globals, frame.f_locals
         k = names["LINES"][found.tb_lineno]
         cpu = self.cpu

@@ -28,7 +28,7 @@ class Machine:
     """A CPU at CPL 0, flat segments, paging on with an identity map of the
     low pages that tests punch holes in and remap."""
 
-    def __init__(self, cache: bool = True):
+    def __init__(self, cache: bool = True, threaded: bool = True):
         cpu = self.cpu = CPU(1 << 20)
         cpu.load_flat_segments()
         for page in range(MAPPED):
@@ -37,6 +37,7 @@ class Machine:
         cpu.write_cr(3, PAGE_DIR)
         cpu.write_cr(0, cpu.cr0 | 0x80000000)
         cpu.blocks.enabled = cache
+        cpu.blocks.threaded = threaded
         cpu.regs[ESP] = STACK_TOP
         cpu.set_eflags(0x202)
         self.exceptions = []
@@ -67,9 +68,11 @@ class Machine:
         return self.exceptions[-1]
 
 
-@pytest.fixture(params=[True, False], ids=["cache", "nocache"])
+@pytest.fixture(params=["threaded", "compiled", "nocache"])
 def machine(request):
-    return Machine(cache=request.param)
+    """The cache on with new code as threaded code (the default), the cache
+    on with new code compiled as the first tier, and the cache off."""
+    return Machine(cache=request.param != "nocache", threaded=request.param == "threaded")
 
 
 # -- precise exceptions -----------------------------------------------------------------------
@@ -421,10 +424,11 @@ def _programs():
     return out
 
 
-def _run_program(name, env, argv, cache):
+def _run_program(name, env, argv, cache, threaded=True):
     from x86core.linux import Process
     out = io.BytesIO()
     process = Process(str(PROGRAMS / "bin" / name), argv, env, stdout=out, cache=cache)
+    process.cpu.blocks.threaded = threaded
     status = process.run()
     return status, out.getvalue(), process.cpu.icount
 
@@ -447,6 +451,20 @@ def test_program_cache_off_matches_cache_on(name, env, argv):
     off = _run_program(name, env, argv, False)
     assert off[:2] == _expected(name)
     assert off == on            # same output, status and instruction count
+
+
+@pytest.mark.parametrize("name,env,argv", [pytest.param(*p, id=p[0]) for p in _programs()])
+def test_program_tiers_agree(name, env, argv, monkeypatch):
+    """Each program with its code run only as threaded code (never
+    promoted), only compiled (no threaded tier), and as it runs by default:
+    the same output, status and instruction count."""
+    from x86core import interpreter
+    default = _run_program(name, env, argv, True)
+    compiled = _run_program(name, env, argv, True, threaded=False)
+    monkeypatch.setattr(interpreter, "HOT_INSNS", 1 << 60)
+    threaded = _run_program(name, env, argv, True)
+    assert default[:2] == _expected(name)
+    assert threaded == compiled == default
 
 
 def test_instruction_across_a_remapped_page_boundary(machine):

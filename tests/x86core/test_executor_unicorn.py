@@ -620,8 +620,9 @@ class Ours:
         return False            # not delivered: the run stops with the state at the fault
 
     def run(self, case: Case, cache: bool | str) -> Outcome:
-        """cache: False (one instruction at a time), True (first-tier
-        blocks) or "hot" (every block compiled as the second tier)."""
+        """cache: False (one instruction at a time), "threaded" (the zeroth
+        tier where it takes the code), True (first-tier blocks) or "hot"
+        (every block compiled as the second tier)."""
         cpu = self.cpu
         cpu.blocks.flush()
         cpu.mem.load(CODE, code_page(case.code))
@@ -633,6 +634,7 @@ class Ours:
         cpu.cr2 = 0
         cpu.blocks.enabled = bool(cache)
         cpu.blocks.hot_from_start = cache == "hot"
+        cpu.blocks.threaded = cache == "threaded"
         vector = None
         self._last_vector = None
         why = cpu.run(max_instructions=case.steps)
@@ -882,7 +884,7 @@ class Differ:
     def report(self, limit: int = 10) -> str:
         out = []
         for case, diffs, cache in self.mismatches[:limit]:
-            out.append(case.describe() + f"  cache={cache if cache == 'hot' else 'on' if cache else 'off'}"
+            out.append(case.describe() + f"  cache={cache if cache in ('hot', 'threaded') else 'on' if cache else 'off'}"
                        "\n    " + "\n    ".join(diffs))
         return "\n".join(out)
 
@@ -917,9 +919,11 @@ PER_FORM = int(os.environ.get("UNICORN_PER_FORM", "100"))
 
 @pytest.mark.parametrize("form", FORMS, ids=repr)
 def test_form(form):
-    """Every generated form, single-stepped with the cache off."""
+    """Every generated form, single-stepped with the cache off, and (fewer
+    cases) as threaded code, the tier most code first runs in."""
     rng = random.Random(f"{form!r}")
     _run(single_case(form, rng) for _ in range(PER_FORM))
+    _run((single_case(form, rng) for _ in range(max(PER_FORM // 4, 1))), cache="threaded")
 
 
 def test_undefined_encodings():
@@ -932,15 +936,16 @@ def test_single_hypothesis(index, seed):
     _run([single_case(FORMS[index], random.Random(seed))])
 
 
-@given(seed=st.integers(0, 2 ** 32 - 1), length=st.integers(2, 20), hot=st.booleans())
-def test_sequence_hypothesis(seed, length, hot):
-    _run([sequence_case(random.Random(seed), length)], cache="hot" if hot else True)
+@given(seed=st.integers(0, 2 ** 32 - 1), length=st.integers(2, 20),
+       tier=st.sampled_from(["threaded", True, "hot"]))
+def test_sequence_hypothesis(seed, length, tier):
+    _run([sequence_case(random.Random(seed), length)], cache=tier)
 
 
-@pytest.mark.parametrize("cache", [True, "hot"], ids=["first-tier", "hot"])
+@pytest.mark.parametrize("cache", ["threaded", True, "hot"], ids=["threaded", "first-tier", "hot"])
 def test_sequences(cache):
-    """Blocks of several instructions (cache on: as first-tier blocks, and as
-    the second tier's code) against Unicorn's count=N."""
+    """Blocks of several instructions (cache on: as threaded code, as
+    first-tier blocks, and as the second tier's code) against Unicorn's count=N."""
     rng = random.Random(1234)
     _run((sequence_case(rng, rng.randrange(2, 21)) for _ in range(int(os.environ.get("UNICORN_SEQUENCES", "1500")))),
          cache=cache)
@@ -965,12 +970,13 @@ def test_big_run():
     singles = sequences = 0
     for i in range(total):
         if i % 10 == 9:
-            d.check(sequence_case(rng, rng.randrange(2, 21)), cache="hot" if i % 20 == 19 else True)
+            d.check(sequence_case(rng, rng.randrange(2, 21)),
+                    cache=("threaded", True, "hot")[i // 10 % 3])
             sequences += 1
         else:
             r = rng.random()
             d.check(single_case(FORMS[i % len(FORMS)], rng),
-                    cache="hot" if r < 0.05 else r < 0.1)
+                    cache="hot" if r < 0.05 else "threaded" if r < 0.15 else r < 0.2)
             singles += 1
     for code in UNDEFINED_FORMS:
         for _ in range(20):
