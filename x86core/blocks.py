@@ -395,7 +395,13 @@ class BlockCache:
         entries = native.entries if native is not None and cpu.cpl != 3 else ()
         key = (self.mode_key(), cpu.seg_limit[1], lin, hot, limit, self.threaded, digest,
                tuple(sorted(e for e in entries if e >> 12 == lin >> 12)) if entries else ())
-        recipe = _RECIPES.get(key)
+        recipe = None
+        if not hot and limit > 1:
+            # Code that proved hot before (a program run again, code dropped
+            # and met again) starts as the region compiled then.
+            recipe = _RECIPES.get((*key[:3], True, *key[4:]))
+        if recipe is None:
+            recipe = _RECIPES.get(key)
         if recipe is None:
             if whole_page:
                 if len(_DECODED) >= _RECIPE_LIMIT:
@@ -576,7 +582,10 @@ class BlockCache:
         n = len(insns)
         if recipe.threaded is not None:
             self.threaded_blocks += 1
-            fn = interpreter.instantiate(recipe.threaded, insns, runtime, insns[0][0],
+            env = runtime.get("ENV")
+            if env is None:
+                env = runtime["ENV"] = interpreter.environment(runtime)
+            fn = interpreter.instantiate(recipe.threaded, insns, env, insns[0][0],
                                          LOOP_BUDGET * n, self.code_written,
                                          functools.partial(self._promote, self.current, lin))
             return self._bind(Block(fn, phys, n, "", insns), recipe, lin)

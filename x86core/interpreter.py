@@ -44,7 +44,6 @@ _ENV = ("R", "cpu", "TRG", "TWG", "M", "W32", "RA", "WA", "RS", "WS", "RD2", "WR
         "CARRY", "FLAGS", "COND", "DIVERR", "PARITY")
 _OPERAND = ("G0", "H0", "K0", "G1", "H1", "K1", "I0", "I1", "I2", "B", "X", "S", "D", "N",
             "NXT", "TGT")
-_NAMES = frozenset(_ENV + _OPERAND)
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 _ALU_OPS = {"add": "+", "sub": "-", "cmp": "-", "and": "&", "or": "|", "xor": "^", "test": "&"}
@@ -354,23 +353,33 @@ def _shift(src: _Source, name: str, ops: tuple, live: bool, by_cl: bool) -> None
         src.emit(f"cpu.lazy = ({F.K_RESULT | size << 4}, fr, 0, c | o << 11)")
 
 
-_FACTORIES: dict[tuple, tuple] = {}     # shape -> (factory, its parameter names)
+_FACTORIES: dict[tuple, tuple] = {}     # shape -> (factory, its operand parameters, source)
 
 
 def factory(key: tuple) -> tuple:
-    """The compiled factory for a shape: made once per process."""
+    """The compiled factory for a shape, made once per process: make(E,
+    *operands) with E the CPU's environment (_ENV, in order) and the
+    instruction's numbers in the order of the parameters returned."""
     made = _FACTORIES.get(key)
     if made is None:
         body = _generate(key)
         if not body or not body[-1].startswith("return"):
             body.append("return")
-        params = sorted(set(_IDENT.findall("\n".join(body))) & _NAMES)
-        source = "\n".join([f"def make({', '.join(params)}):", "    def handler():"] +
-                           [f"        {line}" for line in body] + ["    return handler"])
+        names = set(_IDENT.findall("\n".join(body)))
+        operands = tuple(sorted(names & set(_OPERAND)))
+        bind = [f"    {name} = E[{n}]" for n, name in enumerate(_ENV) if name in names]
+        source = "\n".join([f"def make({', '.join(('E',) + operands)}):", *bind,
+                            "    def handler():", *[f"        {line}" for line in body],
+                            "    return handler"])
         namespace: dict = {}
         exec(compile(source, f"<handler {key[0]}>", "exec"), namespace)
-        made = _FACTORIES[key] = (namespace["make"], tuple(params), source)
+        made = _FACTORIES[key] = (namespace["make"], operands, source)
     return made
+
+
+def environment(runtime: dict) -> tuple:
+    """What a CPU gives every factory (E): blocks._runtime's values of _ENV."""
+    return tuple(runtime[name] for name in _ENV)
 
 
 def clear_factories() -> None:
@@ -381,43 +390,26 @@ def clear_factories() -> None:
 # ---------------------------------------------------------------------------------------
 # Planning: which shape an instruction has and its numbers.
 
-def _operand_shape(op, slot: int, values: dict) -> tuple | None:
-    """(kind, size) of an operand and its numbers in `values`; None when
-    the threaded tier does not take it."""
-    if op.kind == REG:
-        if op.size == 1:
-            values[f"G{slot}"] = op.reg & 3
-            values[f"H{slot}"] = 8 if op.reg >= 4 else 0
-            values[f"K{slot}"] = 0xFFFF00FF if op.reg >= 4 else 0xFFFFFF00
-        else:
-            values[f"G{slot}"] = op.reg
-        return ("r", op.size)
-    if op.kind == IMM:
-        values[f"I{slot}"] = op.imm & MASKS[op.size]
-        return ("i", op.size)
-    if op.kind == MEM:
-        return ("m", op.size)
-    if op.kind == REL:
-        return ("j", 4)
-    return None
+_SLOT_NAMES = tuple((f"G{n}", f"H{n}", f"K{n}", f"I{n}") for n in range(3))
 
 
 def _address_form(op, values: dict) -> str | None:
     """The address form of a memory operand (a flat DS/ES/SS access with
     32-bit addressing), its numbers in `values`."""
-    if op.seg in (4, 5):
+    if op.seg >= 4:
         return None             # FS/GS: a base and a limit check (the compiled tiers)
     disp = op.disp & 0xFFFFFFFF
     values["D"] = disp
-    if op.base >= 0:
-        values["B"] = op.base
-    if op.index >= 0:
-        values["X"] = op.index
+    base, index = op.base, op.index
+    if base >= 0:
+        values["B"] = base
+    if index >= 0:
+        values["X"] = index
         values["S"] = op.scale
-        if op.base < 0:
+        if base < 0:
             return "xs"
         return "bx" if op.scale == 1 else "bxs"
-    if op.base >= 0:
+    if base >= 0:
         return "bd" if disp else "b"
     return "d"
 
@@ -427,31 +419,48 @@ def plan(insn: Instruction, nxt: int, live: bool, cc: int = -1) -> tuple | None:
     it is left to the compiled tiers.  `live`: its flags may be observed;
     `cc` >= 0: the Jcc after it is fused in."""
     name = insn.mnemonic
-    if name in ("nop", "pause"):
+    if name == "nop" or name == "pause":
         return ("nop",), {}             # also the long NOPs with a memory operand: no access
-    if insn.opsize != 32 or insn.adsize != 32 or insn.rep or insn.lock:
+    allowed = _FAMILIES.get(name)
+    if allowed is None or insn.opsize != 32 or insn.adsize != 32 or insn.rep or insn.lock:
         return None
     values = {"NXT": nxt}
     ops = []
+    kinds = ""
     form = ""
     for slot, op in enumerate(insn.operands):
-        shape = _operand_shape(op, slot, values)
-        if shape is None:
-            return None
-        if op.kind == MEM:
+        kind, size = op.kind, op.size
+        if kind == REG:
+            g, h, k, _ = _SLOT_NAMES[slot]
+            if size == 1:
+                reg = op.reg
+                values[g] = reg & 3
+                values[h] = 8 if reg >= 4 else 0
+                values[k] = 0xFFFF00FF if reg >= 4 else 0xFFFFFF00
+            else:
+                values[g] = op.reg
+            kinds += "r"
+            ops.append(("r", size))
+        elif kind == MEM:
             form = _address_form(op, values)
             if form is None:
                 return None
-        elif op.kind == REL:
+            kinds += "m"
+            ops.append(("m", size))
+        elif kind == IMM:
+            values[_SLOT_NAMES[slot][3]] = op.imm & MASKS[size]
+            kinds += "i"
+            ops.append(("i", size))
+        elif kind == REL:
             values["TGT"] = (nxt + op.imm) & 0xFFFFFFFF
-        ops.append(shape)
-    ops = tuple(ops)
-    kinds = "".join(k[0] for k, _ in ops)
-    sizes = tuple(size for _, size in ops)
-    extra = 0
-    check = _FAMILIES.get(name)
-    if check is None or not check(kinds, sizes):
+            kinds += "j"
+            ops.append(("j", 4))
+        else:
+            return None
+    if (kinds, tuple(size for _, size in ops)) not in allowed:
         return None
+    ops = tuple(ops)
+    extra = 0
     if name == "ret":
         extra = insn.operands[0].imm if ops else 0
         ops = ()
@@ -474,10 +483,14 @@ def plan(insn: Instruction, nxt: int, live: bool, cc: int = -1) -> tuple | None:
     return (name, ops, form, live, cc, extra), values
 
 
-def _family(*patterns: str):
-    """A check of (kinds, sizes) against patterns "KINDS:SIZES" ("rm:44")."""
-    allowed = frozenset(patterns)
-    return lambda kinds, sizes: f"{kinds}:{''.join(map(str, sizes))}" in allowed
+def _family(*patterns: str) -> frozenset:
+    """The (kinds, sizes) an instruction may have, from patterns
+    "KINDS:SIZES" ("rm:44": a register and a memory operand, both dwords)."""
+    out = set()
+    for pattern in patterns:
+        kinds, sizes = pattern.split(":")
+        out.add((kinds, tuple(int(c) for c in sizes)))
+    return frozenset(out)
 
 
 _ALU_FORMS = ("rr:44", "ri:44", "rm:44", "mr:44", "mi:44",
@@ -528,10 +541,11 @@ class Steps(tuple):
 
 def plan_block(insns: list[tuple[int, Instruction]], liveness) -> tuple | None:
     """The threaded form of the longest prefix of `insns` this tier takes:
-    (steps, instructions covered, whether the last step is a branch), each
-    step (shape, numbers, index of its first instruction); None when the
-    first instruction is not taken.  A Jcc straight after the flag producer
-    it tests is fused into that producer's handler."""
+    (steps, instructions covered, whether the last step is a branch, the
+    branch target or None), each step (factory, its operand arguments,
+    index of its first instruction); None when the first instruction is not
+    taken.  A Jcc straight after the flag producer it tests is fused into
+    that producer's handler."""
     planned = []
     taken = 0
     for eip, insn in insns:
@@ -562,22 +576,24 @@ def plan_block(insns: list[tuple[int, Instruction]], liveness) -> tuple | None:
     # Blocks end at their first branch: when the prefix kept it, the last
     # step (its own handler, or the producer it is fused into) returns the next EIP.
     branch = _is_branch(insns[-1][1])
-    return tuple(steps), taken, branch
+    target = steps[-1][1].get("TGT") if branch else None
+    made = []
+    for key, values, index in steps:
+        make, operands, _ = factory(key)
+        made.append((make, tuple(values[name] for name in operands), index))
+    return tuple(made), taken, branch, target
 
 
 def _is_branch(insn: Instruction) -> bool:
     return insn.mnemonic in _JCC or insn.mnemonic in ("jmp", "call", "ret")
 
 
-def instantiate(plan_: tuple, insns, env: dict, start: int, budget: int, smc: list,
+def instantiate(plan_: tuple, insns, env: tuple, start: int, budget: int, smc: list,
                 promote):
     """The block function for this CPU: handlers made by their factories
-    with the CPU's registers, memory and TLBs, in a runner."""
-    steps, count, branch = plan_
-    handlers = []
-    for key, values, _ in steps:
-        make, params, _ = factory(key)
-        handlers.append(make(*[env[p] if p in env else values[p] for p in params]))
+    with the CPU's registers, memory and TLBs (env, environment()), in a runner."""
+    steps, count, branch, target = plan_
+    handlers = [make(env, *args) for make, args, _ in steps]
     eips = [e for e, _ in insns[:count]]
     nexts = [(e + i.length) & 0xFFFFFFFF for e, i in insns[:count]]
     starts = [index for _, _, index in steps]
@@ -588,10 +604,9 @@ def instantiate(plan_: tuple, insns, env: dict, start: int, budget: int, smc: li
         body = Steps(handlers)
         body.last = None
     body.starts, body.eips, body.nexts = starts, eips, nexts
-    cpu = env["cpu"]
+    cpu = env[1]
     if not branch:
         return _falls_through(cpu, body, count, nexts[-1], promote)
-    target = steps[-1][1].get("TGT")
     if target == start:
         return _loop(cpu, body, count, start, budget, smc, promote)
     return _ends_in_branch(cpu, body, count, promote)
