@@ -514,6 +514,13 @@ class BlockCache:
         eip0 = cpu.eip
         cs_limit = cpu.seg_limit[1]
 
+        ran_here = self.current
+
+        def ran(eip: int) -> bool:
+            # Only code that has run: the paths a program has not taken
+            # yet leave the region (and get their own blocks if they come).
+            return self.hot_from_start or (lin + eip - eip0) & 0xFFFFFFFF in ran_here
+
         def inside(eip: int) -> bool:
             off = start + (eip - eip0)
             return 0 <= off < 4096 and eip <= cs_limit and (base + off) not in entries
@@ -554,7 +561,7 @@ class BlockCache:
             starts.add(first)
             nodes.append(insns)
             total += len(insns)
-            work = [w for w in work if w not in starts and inside(w)]
+            work = [w for w in work if w not in starts and inside(w) and ran(w)]
         if not nodes or nodes[0][0][0] != eip0:
             # The entry itself does not decode (a fault, an FPU instruction):
             # the first tier's path makes the block that raises it.

@@ -134,6 +134,30 @@ def _flags_store(fo: int) -> str:
     return f"cpu.lazy = ({fo}, fr, fa, fb)"
 
 
+def _condition(src: _Source, cc: int, into: str) -> None:
+    """Condition cc of the lazy flags into the local `into`: inline after a
+    32-bit SUB/CMP or logic op (most conditions test one), else through
+    flags.condition."""
+    src.emit("fo, fr, fa, fb = cpu.lazy")
+    sub = F.condition_source(cc, F.K_SUB, 4)
+    logic = F.condition_source(cc, F.K_LOGIC, 4)
+    src.emit(f"if fo == {F.K_SUB | 4 << 4}: {into} = {sub}")
+    src.emit(f"elif fo == {F.K_LOGIC | 4 << 4}: {into} = {logic}")
+    src.emit(f"else: {into} = COND({cc}, fo, fr, fa, fb)")
+
+
+def _carry(src: _Source, into: str) -> None:
+    """CF of the lazy flags (as 0 or 1) into `into`, inline for the kinds
+    that precede INC, DEC, ADC and SBB most often."""
+    src.emit("fo, fr, fa, fb = cpu.lazy")
+    src.emit(f"k = fo & 15")
+    src.emit(f"if k == {F.K_SUB}: {into} = 1 if fa < fb else 0")
+    src.emit(f"elif k == {F.K_LOGIC}: {into} = 0")
+    src.emit(f"elif k == {F.K_ADD}: {into} = 1 if fr < fa else 0")
+    src.emit(f"elif k == {F.K_INC} or k == {F.K_DEC} or k == {F.K_RESULT}: {into} = fb & 1")
+    src.emit(f"else: {into} = CARRY(fo, fr, fa, fb)")
+
+
 def _branch(cc: int, kind: int, size: int) -> str:
     """`return` of a Jcc fused into the flag producer before it (whose
     result and inputs are the locals fr, fa, fb)."""
@@ -178,9 +202,9 @@ def _generate(key: tuple) -> list[str]:
             src.emit(_branch(cc, ARITH_KIND[name], size))
     elif name in ("adc", "sbb"):
         size = ops[0][1]
+        _carry(src, "c")
         src.read(ops, 0, "fa")
         src.read(ops, 1, "fb")
-        src.emit("c = CARRY(*cpu.lazy)")
         sign, kinds = ("+", (F.K_ADC, F.K_ADD)) if name == "adc" else ("-", (F.K_SBB, F.K_SUB))
         src.emit(f"fr = (fa {sign} fb {sign} c) & {MASKS[size]:#x}")
         src.write(ops, 0, "fr")
@@ -188,12 +212,14 @@ def _generate(key: tuple) -> list[str]:
                  "fr, fa, fb)")
     elif name in ("inc", "dec"):
         size = ops[0][1]
+        if live:
+            _carry(src, "c")            # INC and DEC keep CF
         src.read(ops, 0, "fa")
         src.emit(f"fr = (fa {'+' if name == 'inc' else '-'} 1) & {MASKS[size]:#x}")
         src.write(ops, 0, "fr")
         kind = F.K_INC if name == "inc" else F.K_DEC
         if live:
-            src.emit("fb = CARRY(*cpu.lazy)")
+            src.emit("fb = c")
             src.emit(_flags_store(kind | size << 4))
         if cc >= 0:
             src.emit(_branch(cc, kind, size))
@@ -294,13 +320,15 @@ def _generate(key: tuple) -> list[str]:
             src.read(ops, 0, "t")
             src.emit("return t")
     elif name in _JCC:
-        src.emit(f"return TGT if COND({_JCC[name]}, *cpu.lazy) else NXT")
+        _condition(src, _JCC[name], "t")
+        src.emit("return TGT if t else NXT")
     elif name in _SETCC:
-        src.emit(f"v = 1 if COND({_SETCC[name]}, *cpu.lazy) else 0")
-        src.write(ops, 0, "v")
+        _condition(src, _SETCC[name], "t")
+        src.write(ops, 0, "(1 if t else 0)")
     elif name in _CMOV:
         src.read(ops, 1, "v")           # read (and maybe fault) whatever the condition
-        src.emit(f"if COND({_CMOV[name]}, *cpu.lazy): R[G0] = v")
+        _condition(src, _CMOV[name], "t")
+        src.emit("if t: R[G0] = v")
     else:
         raise AssertionError(f"no handler source for {key}")
     return src.lines
