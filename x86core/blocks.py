@@ -82,6 +82,8 @@ _FAST_NAMES = frozenset("cpu R M W32 TRG TWG U16 U64 P16 P64 RS WS RA WA SB CARR
                         "PARITY CHK SMAX SWMAX RUNS SMC BUDGET PCS RD1 RD2 RD4 RD8 WR1 WR2 WR4 "
                         "WR8".split())
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Hot code that writes memory (and so perhaps code) names one of these.
+_STORES = re.compile(r"TWG\(|WS\(|WA\(|WR\d\(|PORT_")
 
 
 @attrs.frozen
@@ -819,12 +821,15 @@ class BlockCache:
         index = 0
         number_of = {node[0][0]: number for number, node in enumerate(nodes)}
         if region:
-            # Back to the run loop after BUDGET instructions or a write to code.
-            add(f"{indent}if ic >= BUDGET or SMC[0]: SMC[0] = 0; nx = STARTS[pc]; break", 0, 0)
+            # Back to the run loop after BUDGET instructions.  Nodes are
+            # tested in their order (BFS from the entry), each after the one
+            # before, so a branch to a later node goes straight on and only
+            # one to an earlier node (every cycle has one) comes round here.
+            add(f"{indent}if ic >= BUDGET: nx = STARTS[pc]; break", 0, 0)
         for number, (first, end, count, exit_expr, stops, branch) in enumerate(exits):
             inner = indent
             if region:
-                add(f"{indent}{'if' if number == 0 else 'elif'} pc == {number}:", index, 0)
+                add(f"{indent}if pc == {number}:", index, 0)
                 inner += "    "
             for i in range(first, end):
                 line = em.lines[i]
@@ -842,8 +847,14 @@ class BlockCache:
             last = index + count - 1
             if exit_expr is not None:
                 if region:
-                    for line in _transition(exit_expr, count, stops, branch, number_of):
+                    moves = _transition(exit_expr, count, stops, branch, number_of)
+                    for line in moves:
                         add(inner + line, last, count - 1)
+                    if any("pc =" in line for line in moves) and \
+                            any(_STORES.search(em.lines[i]) for i in range(first, end)):
+                        # This node may have written code: on only if it did not.
+                        add(f"{inner}if SMC[0]: SMC[0] = 0; nx = STARTS[pc]; break",
+                            last, count - 1)
                 elif loop:
                     add(f"{inner}nx = {exit_expr}; ic += {count}; break", last, count - 1)
                 else:
