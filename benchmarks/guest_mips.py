@@ -26,7 +26,7 @@ For each workload (tests/programs/bin/NAME) it reports
 Compiled blocks are shared by every CPU in the process (x86core.blocks),
 so as in benchmarks.mips the cache-on runs are COLD (that store emptied
 before each run: the figures the goals are judged on) and, after one untimed
-run, WARM (nothing compiled).
+run, WARM (hot code from its start as the regions compiled then).
 
 Goals (the issue's): >= 10 MIPS in the Guest with the cache on (geomean),
 and within 4x of the direct Python (geomean of Guest time / Python time).

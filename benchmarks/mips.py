@@ -19,7 +19,8 @@ fresh CPU.  Compiled blocks are shared by every CPU in a process
 (x86core.blocks.Recipe), so the cache-ON figure is taken twice: COLD, with
 that store emptied before each run (every block compiled in the timed run:
 the figure the goal is judged on), and WARM, after one untimed run of the same
-program (no compiling: what a program run again, or a long run, sees).  The guest's
+program (its hot code starting as the regions compiled then, hardly any compiling:
+what a program run again, or a long run, sees).  The guest's
 output and exit status are compared with the expected files on every run.
 
 Modes: full (default: every workload, cache ON x5, cache OFF x2 - several

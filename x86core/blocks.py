@@ -41,7 +41,7 @@ from .codegen import (CONDS, FLAG_READERS, FULL_FLAG_WRITERS, PARTIAL_FLAG_WRITE
                       Unsupported)
 from .decoder import decode
 from .exceptions import DE, CPUException, fault
-from .instruction import MEM, REL, F_BRANCH, F_STOP, Instruction, NeedMore, Undefined
+from .instruction import IMM, MEM, REG, REL, F_BRANCH, F_STOP, Instruction, NeedMore, Undefined
 from .semantics import SEMANTICS, SYSTEM
 
 MAX_BLOCK = 48          # instructions in a first-tier block
@@ -716,6 +716,7 @@ class BlockCache:
             live = _flag_liveness([i for _, i in node])
             exit_expr = None
             branch = None           # (condition, target, fall-through) of a static exit
+            run_left, run_from = 0, 0   # a run of pushes or pops (_stack_run) being emitted
             for pos, (eip, insn) in enumerate(node):
                 line0 = len(em.lines)
                 em.index = index
@@ -724,6 +725,12 @@ class BlockCache:
                 # was known about an earlier one's names is gone.
                 em.tmp = 0
                 em.checked = {}
+                if not run_left and not compact and em.flat and em.stack32:
+                    run_left = _stack_run(em, node, pos)
+                    run_from = len(em.lines)
+                    # One by one (the rare case): memory accesses as calls,
+                    # less source to compile.
+                    em.compact = bool(run_left)
                 nxt = (eip + insn.length) & (0xFFFFFFFF if insn.opsize == 32 or cpu.bits == 32
                                              else 0xFFFF)
                 eips.append(eip)
@@ -773,6 +780,11 @@ class BlockCache:
                     em.lines[i] = line
                 positions += [pos] * (len(em.lines) - line0)
                 index += 1
+                if run_left:
+                    run_left -= 1
+                    if not run_left:
+                        em.indent_since(run_from)     # the instructions one by one: the else
+                        em.compact = False
             exits.append((first_line, len(em.lines), len(node), exit_expr,
                           _stops(node[-1][1], 0), branch))
         return self._assemble(em, nodes, eips, exits, positions, loop, promote, region)
@@ -912,6 +924,63 @@ def _transition(exit_expr: str, count: int, stops: bool, branch, number_of: dict
     if past is not None:
         return [f"ic += {count}", f"if not ({taken}): pc = {past}", f"else: nx = {target}; break"]
     return [f"nx = {exit_expr}; ic += {count}; break"]
+
+
+def _stack_run(em, node, pos: int) -> int:
+    """Consecutive PUSHes (of registers other than ESP, or immediates) or
+    POPs (into registers other than ESP) from node[pos], as function
+    prologues and epilogues have them: when there are two or more, emit
+    their fast path - one TLB probe, and straight dword accesses when the
+    whole run lies in one mapped page - and open the `else:` under which
+    the caller emits them one by one (which alone can fault).  Returns the
+    run's length, or 0."""
+    def pushed(insn) -> str | None:
+        if insn.mnemonic != "push" or insn.opsize != 32:
+            return None
+        (op,) = insn.operands
+        if op.kind == REG and op.size == 4 and op.reg != 4:
+            return f"r{op.reg}"
+        return str(op.imm & 0xFFFFFFFF) if op.kind == IMM else None
+
+    def popped(insn) -> int | None:
+        if insn.mnemonic != "pop" or insn.opsize != 32:
+            return None
+        (op,) = insn.operands
+        return op.reg if op.kind == REG and op.size == 4 and op.reg != 4 else None
+
+    for take in (pushed, popped):
+        items = []
+        for _, insn in node[pos:]:
+            item = take(insn)
+            if item is None:
+                break
+            items.append(item)
+        if len(items) >= 2:
+            break
+    else:
+        return 0
+    n = len(items)
+    em.regs_read.add(4)
+    em.regs_written.add(4)
+    if take is pushed:
+        em.regs_read.update(int(v[1:]) for v in items if v[0] == "r")
+        em.emit(f"s_s = (r4 - {4 * n}) & 0xFFFFFFFF")
+        em.emit("p_s = TWG(s_s >> 12)")
+        em.emit(f"if p_s is not None and not s_s & 3 and s_s & 0xFFF <= {4096 - 4 * n}:")
+        em.emit("k_s = (p_s | s_s & 0xFFF) >> 2", 1)
+        em.emit("; ".join(f"W32[k_s + {n - 1 - i}] = {v}" if i < n - 1 else f"W32[k_s] = {v}"
+                          for i, v in enumerate(items)), 1)
+        em.emit("r4 = s_s", 1)
+    else:
+        em.regs_written.update(items)
+        em.emit("p_s = TRG(r4 >> 12)")
+        em.emit(f"if p_s is not None and not r4 & 3 and r4 & 0xFFF <= {4096 - 4 * n}:")
+        em.emit("k_s = (p_s | r4 & 0xFFF) >> 2", 1)
+        em.emit("; ".join(f"r{r} = W32[k_s + {i}]" if i else f"r{r} = W32[k_s]"
+                          for i, r in enumerate(items)), 1)
+        em.emit(f"r4 = (r4 + {4 * n}) & 0xFFFFFFFF", 1)
+    em.emit("else:")
+    return n
 
 
 def _stops(insn: Instruction, hi: int) -> bool:

@@ -250,7 +250,14 @@ _shift = st.builds(lambda op, r, n: f"{op} {r}, {n}",
 _memory = st.builds(lambda k, r, store: f"mov [{DATA + 4 * k:#x}], {r}" if store
                     else f"add {r}, [{DATA + 4 * k:#x}]",
                     st.integers(0, 31), st.sampled_from(_REGS), st.booleans())
-_stack = st.sampled_from(_REGS).map(lambda r: f"push {r}\npop {r}")
+_stack = st.one_of(
+    st.sampled_from(_REGS).map(lambda r: f"push {r}\npop {r}"),
+    # Runs of pushes and pops, as prologues and epilogues have them (one
+    # TLB probe for the run in hot code); the pops take other registers.
+    st.lists(st.sampled_from(_REGS), min_size=2, max_size=4).flatmap(
+        lambda regs: st.permutations(regs).map(
+            lambda out: "\n".join([f"push {r}" for r in regs] + ["push 0x1234", "pop edx"]
+                                  + [f"pop {r}" for r in out]))))
 _simple = st.one_of(_alu, _unary, _shift, _memory, _stack)
 
 
@@ -293,6 +300,44 @@ def _loop_program(draw):
 def test_regions_end_in_the_state_single_steps_reach(case):
     text, extra, regs = case
     run_both(text, extra, **regs)
+
+
+@pytest.mark.parametrize("esp,hole", [(0x8008, 0x7000), (0x8004, 0x7000), (0x8000, 0x7000),
+                                      (0x7FF2, 0x7000), (0x9004, 0x9000), (0x9008, 0x9000)])
+def test_a_run_of_pushes_across_a_page_end_faults_where_one_would(esp, hole):
+    # Four pushes from ESP near a page start, the page below absent: the
+    # run's one-probe fast path cannot take it, and the one-by-one path
+    # faults at the first push that reaches the absent page.
+    text = "mov ecx, 300\nmov [0x8ff0], ecx\nmov [0x8000], ecx\nl: push eax\npush ebx\npush esi\npush edi\nadd esp, 16\ndec ecx\njnz l\nhlt"
+    states = []
+    for cache in ("hot", False):
+        cpu = machine(paging_hole=hole)
+        cpu.blocks.enabled = bool(cache)
+        cpu.blocks.hot_from_start = cache == "hot"
+        load(cpu, text)
+        cpu.regs[4] = esp
+        cpu.regs[0], cpu.regs[3], cpu.regs[6], cpu.regs[7] = 0xA, 0xB, 0xC, 0xD
+        assert cpu.run(max_instructions=100_000) == "stop"
+        states.append(_state(cpu) + (cpu.cr2,))
+    assert states[0] == states[1]
+
+
+@pytest.mark.parametrize("esp", [0x6FF0, 0x6FF4, 0x6FFC])
+def test_a_run_of_pops_across_a_page_end_faults_where_one_would(esp):
+    # Four pops up to and past the end of the page, the page above absent
+    # (the stack page already in the TLB, as it is in any real run).
+    text = "mov ecx, 300\nmov eax, [0x6FF0]\nl: pop eax\npop ebx\npop esi\npop edi\nsub esp, 16\ndec ecx\njnz l\nhlt"
+    states = []
+    for cache in ("hot", False):
+        cpu = machine(paging_hole=0x7000)
+        cpu.blocks.enabled = bool(cache)
+        cpu.blocks.hot_from_start = cache == "hot"
+        load(cpu, text)
+        cpu.mem.load(0x6FF0, bytes(range(16)))
+        cpu.regs[4] = esp
+        assert cpu.run(max_instructions=100_000) == ("halt" if esp == 0x6FF0 else "stop")
+        states.append(_state(cpu) + (cpu.cr2,))
+    assert states[0] == states[1]
 
 
 def test_a_region_the_compiler_cannot_take_falls_back_to_the_block(monkeypatch):
