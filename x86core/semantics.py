@@ -387,16 +387,21 @@ def shift(em, insn):
                                     }[name])
         return
     place = em.operand(dst, insn)
-    a = place.get()
-    n = em.new("n")
+    if dst.kind == REG and size == 4:
+        # The register itself: every use of it comes before the result is put.
+        a = em.reg(4, dst.reg)
+    else:
+        a = place.get()
     if cnt.kind == IMM:
         count = cnt.imm & 0x1F
         if name in ("rcl", "rcr"):
             count %= bits + 1
         if count == 0:
             return          # flags and destination untouched (memory is not even written)
-        em.emit(f"{n} = {count}")
+        n = str(count)      # a constant: the expressions below fold
     else:
+        count = None
+        n = em.new("n")
         em.emit(f"{n} = {em.reg(1, 1)} & 0x1F")
         if name in ("rcl", "rcr"):
             em.emit(f"{n} %= {bits + 1}")
@@ -405,20 +410,29 @@ def shift(em, insn):
     c = em.new("c")
     o = em.new("o")
     if name == "shl":
+        if count is None:
+            carry = f"({a} >> ({bits} - {n})) & 1 if {n} <= {bits} else 0"
+        else:
+            carry = f"({a} >> {bits - count}) & 1" if count <= bits else "0"
         body += [f"{r} = ({a} << {n}) & {mask:#x}",
-                 f"{c} = ({a} >> ({bits} - {n})) & 1 if {n} <= {bits} else 0",
+                 f"{c} = {carry}",
                  f"{o} = ({r} >> {bits - 1} ^ {c}) & 1"]
     elif name == "shr":
+        last = f"({n} - 1)" if count is None else str(count - 1)
         body += [f"{r} = {a} >> {n}",
-                 f"{c} = ({a} >> ({n} - 1)) & 1",
-                 f"{o} = ({a} >> ({n} - 1) ^ {r}) >> {bits - 1} & 1"]
+                 f"{c} = ({a} >> {last}) & 1",
+                 f"{o} = ({a} >> {last} ^ {r}) >> {bits - 1} & 1"]
     elif name == "sar":
+        last = f"({n} - 1)" if count is None else str(count - 1)
         body += [f"{r} = ((({a} ^ {sign:#x}) - {sign:#x}) >> {n}) & {mask:#x}",
-                 f"{c} = ((({a} ^ {sign:#x}) - {sign:#x}) >> ({n} - 1)) & 1",
+                 f"{c} = ((({a} ^ {sign:#x}) - {sign:#x}) >> {last}) & 1",
                  f"{o} = 0"]
     elif name in ("rol", "ror"):
-        k = em.new("k")
-        body.append(f"{k} = {n} % {bits}")
+        if count is None:
+            k = em.new("k")
+            body.append(f"{k} = {n} % {bits}")
+        else:
+            k = str(count % bits)
         if name == "rol":
             body += [f"{r} = ({a} << {k} | {a} >> ({bits} - {k})) & {mask:#x}",
                      f"{c} = {r} & 1",
