@@ -261,7 +261,7 @@ class Emitter:
                 return "(1 if fr < fa else 0)"
             if kind == F.K_LOGIC:
                 return "0"
-            if kind in (F.K_INC, F.K_DEC, F.K_RESULT):
+            if kind in (F.K_INC, F.K_DEC, F.K_RESULT, F.K_MERGE):
                 return "(fb & 1)"
             if kind == F.K_RAW:
                 return "(fa & 1)"

@@ -32,6 +32,8 @@ K_DEC = 6       # b = CF carried through
 K_NEG = 7       # res = -a              CF = a != 0
 K_RAW = 8       # a = the six arithmetic flags themselves (after POPF, SAHF, MUL, shifts...)
 K_RESULT = 9    # ZF SF PF from res, CF/OF/AF from b's bits (shifts, IMUL ...)
+K_MERGE = 10    # res = the lazy flags before (a tuple, never itself K_MERGE); b's CF and
+                # OF replace theirs (rotates: the old flags are not evaluated to change two)
 
 PARITY = bytes(0 if bin(i).count("1") & 1 else PF for i in range(256))
 SIGN = {1: 0x80, 2: 0x8000, 4: 0x80000000}
@@ -43,6 +45,8 @@ def eval_flags(op: int, res: int, a: int, b: int) -> int:
     kind = op & 15
     if kind == K_RAW:
         return a
+    if kind == K_MERGE:
+        return eval_flags(*res) & ~(CF | OF) | b & (CF | OF)
     size = op >> 4
     sign = SIGN[size]
     f = PARITY[res & 0xFF]
@@ -116,7 +120,7 @@ def carry(op: int, res: int, a: int, b: int) -> int:
         return 1 if a <= b else 0
     if kind == K_NEG:
         return 1 if res else 0
-    return b & CF       # K_INC, K_DEC, K_RESULT
+    return b & CF       # K_INC, K_DEC, K_RESULT, K_MERGE
 
 
 def condition(cc: int, op: int, res: int, a: int, b: int) -> bool:
@@ -146,8 +150,13 @@ def condition_source(cc: int, kind: int, size: int) -> str | None:
     """A Python expression over the locals fr, fa, fb for condition cc after an
     operation of `kind` known at compile time; None where only the generic
     `condition()` will do."""
-    sign = SIGN[size]
     positive = _CONDITION_SOURCES.get((kind, cc >> 1))
+    if kind == K_MERGE:
+        # fr is the flags before as a tuple: only CF and OF are at hand.
+        if positive is None:
+            return None
+        return f"not ({positive})" if cc & 1 else f"({positive})"
+    sign = SIGN[size]
     if kind == K_RAW:
         # fa holds the flags themselves; fr is not a result here.
         positive = _RAW_CONDITIONS[cc >> 1]
@@ -184,6 +193,9 @@ _CONDITION_SOURCES = {
     (K_LOGIC, 3): "fr == 0",
     (K_LOGIC, 6): "fr & SIGN",
     (K_LOGIC, 7): "fr == 0 or fr & SIGN",
+    # after a rotate: CF and OF in b
+    (K_MERGE, 0): f"fb & {OF:#x}",
+    (K_MERGE, 1): f"fb & {CF:#x}",
     # after ADD: carry out is a wrapped result
     (K_ADD, 1): "fr < fa",
     (K_ADD, 3): "fr < fa or fr == 0",

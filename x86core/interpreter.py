@@ -154,7 +154,7 @@ def _carry(src: _Source, into: str) -> None:
     src.emit(f"if k == {F.K_SUB}: {into} = 1 if fa < fb else 0")
     src.emit(f"elif k == {F.K_LOGIC}: {into} = 0")
     src.emit(f"elif k == {F.K_ADD}: {into} = 1 if fr < fa else 0")
-    src.emit(f"elif k == {F.K_INC} or k == {F.K_DEC} or k == {F.K_RESULT}: {into} = fb & 1")
+    src.emit(f"elif k == {F.K_INC} or k == {F.K_DEC} or k >= {F.K_RESULT}: {into} = fb & 1")
     src.emit(f"else: {into} = CARRY(fo, fr, fa, fb)")
 
 
@@ -374,8 +374,8 @@ def _shift(src: _Source, name: str, ops: tuple, live: bool, by_cl: bool) -> None
         return
     if name in ("rol", "ror"):
         # Only CF and OF change; the others are carried over.
-        src.emit(f"cpu.lazy = ({F.K_RAW}, 0, FLAGS(*cpu.lazy) & {~(F.CF | F.OF) & 0xFFF:#x} "
-                 "| c | o << 11, 0)")
+        src.emit("l = cpu.lazy")
+        src.emit(f"cpu.lazy = ({F.K_MERGE}, l if l[0] != {F.K_MERGE} else l[1], 0, c | o << 11)")
     else:
         # AF is undefined after a shift; processors leave it cleared.
         src.emit(f"cpu.lazy = ({F.K_RESULT | size << 4}, fr, 0, c | o << 11)")
@@ -406,8 +406,9 @@ def factory(key: tuple) -> tuple:
 
 
 def environment(runtime: dict) -> tuple:
-    """What a CPU gives every factory (E): blocks._runtime's values of _ENV."""
-    return tuple(runtime[name] for name in _ENV)
+    """What a CPU gives every factory (E): blocks._runtime's values of _ENV,
+    and last the handlers made with them so far, by factory and arguments."""
+    return (*(runtime[name] for name in _ENV), {})
 
 
 def clear_factories() -> None:
@@ -621,7 +622,18 @@ def instantiate(plan_: tuple, insns, env: tuple, start: int, budget: int, smc: l
     """The block function for this CPU: handlers made by their factories
     with the CPU's registers, memory and TLBs (env, environment()), in a runner."""
     steps, count, branch, target = plan_
-    handlers = [make(env, *args) for make, args, _ in steps]
+    # Handlers are stateless: blocks share them (every PUSH EBP is one
+    # closure), though never within a block, whose handlers name their
+    # instruction by identity in unwind().
+    shared = env[-1]
+    handlers = []
+    for make, args, _ in steps:
+        key = (make, args)
+        handler = shared.get(key)
+        if handler is None or handler in handlers:
+            handler = make(env, *args)
+            shared.setdefault(key, handler)
+        handlers.append(handler)
     eips = [e for e, _ in insns[:count]]
     nexts = [(e + i.length) & 0xFFFFFFFF for e, i in insns[:count]]
     starts = [index for _, _, index in steps]

@@ -473,11 +473,17 @@ def _shift_result(em, place, r, c, o, name, size, guarded):
     live = em.flags_live
     if name in ("rol", "ror", "rcl", "rcr"):
         # Only CF and OF change; the rest are carried over from before.
-        if live:
+        if not live:
+            em.known = None
+        elif em.known is not None and em.known[0] == F.K_RAW:
             old = em.all_flags()
             em.set_raw_flags(f"({old}) & {~(F.CF | F.OF) & 0xFFF:#x} | {c} | {o} << 11")
         else:
-            em.known = None
+            # The flags before are kept whole, not evaluated (flags.K_MERGE).
+            em.uses_flags = True
+            em.emit(f"if fo != {F.K_MERGE}: fr = (fo, fr, fa, fb); fo = {F.K_MERGE}")
+            em.emit(f"fb = {c} | {o} << 11")
+            em.known = (F.K_MERGE, size)
     else:
         # AF is undefined after a shift; processors leave it cleared.
         em.set_flags(F.K_RESULT, size, r, "0", f"{c} | {o} << 11")

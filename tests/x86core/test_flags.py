@@ -151,6 +151,13 @@ def test_result_flags(size_res, cf_of, af):
     check(result_flags(res, size) | b, F.K_RESULT | size << 4, res, 0, b)
 
 
+@given(operation(), st.integers(0, 1), st.integers(0, 1))
+def test_merged_flags(op, cf, of):
+    """K_MERGE (rotates): the flags before, kept whole, with CF and OF replaced."""
+    before, *lazy = reference(*op)
+    check(before & ~(F.CF | F.OF) | cf | of << 11, F.K_MERGE, tuple(lazy), 0, cf | of << 11)
+
+
 def test_exhaustive_8bit_add_sub():
     """Every 8-bit ADD/SUB/ADC/SBB input pair, through every lazy path."""
     for kind in ("add", "sub", "adc", "sbb"):
