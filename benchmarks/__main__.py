@@ -26,6 +26,7 @@ from . import common
 REGISTRY: dict[str, tuple[str, str]] = {
     "decode": ("benchmarks.decode", "decoder throughput on gcc -m32 code"),
     "mips": ("benchmarks.mips", "guest MIPS, block cache on/off, vs direct Python"),
+    "cost": ("benchmarks.cost", "host instructions per guest instruction (valgrind), cold/warm"),
     "guest_mips": ("benchmarks.guest_mips",
                    "the same workloads as lguest Guest user programs (ring 3, paging on)"),
     "syscall": ("benchmarks.syscall", "getpid in the Guest: direct trap vs reflected"),

@@ -96,8 +96,9 @@ def cmd_run(args) -> int:
     if args.stats:
         cpu = proc.cpu
         print(f"x86core: {cpu.icount} instructions in {elapsed:.3f} s = "
-              f"{cpu.icount / elapsed / 1e6:.2f} MIPS; {cpu.blocks.compiled} blocks compiled "
-              f"({cpu.blocks.regions} of them hot regions); {proc.syscalls} system calls",
+              f"{cpu.icount / elapsed / 1e6:.2f} MIPS; {cpu.blocks.threaded_blocks} blocks as "
+              f"threaded code, {cpu.blocks.compiled} compiled ({cpu.blocks.regions} of them hot "
+              f"regions); {proc.syscalls} system calls",
               file=sys.stderr)
     return status
 
@@ -123,7 +124,8 @@ def cmd_demo(args) -> int:
     elapsed = time.perf_counter() - start
     cpu = proc.cpu
     print(f"\nexit status {status}; {cpu.icount:,} instructions in {elapsed:.2f} s "
-          f"({cpu.icount / elapsed / 1e6:.2f} MIPS), {cpu.blocks.compiled} blocks compiled, "
+          f"({cpu.icount / elapsed / 1e6:.2f} MIPS), {cpu.blocks.threaded_blocks} blocks as "
+          f"threaded code, {cpu.blocks.compiled} compiled, "
           f"{proc.syscalls} system calls.")
     return status
 
