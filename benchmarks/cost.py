@@ -10,8 +10,10 @@ cachegrind (instruction counts only, no cache simulation) in a fresh Python
 process, once with nothing run, once with one run (COLD: every block
 decoded and compiled in it) and once with two (the second is WARM).  The
 differences, over the guest's instruction count, are host instructions per
-guest instruction: lower is better, repeatable to about 2% (hash seeds are
-fixed; the rest is allocation and GC timing).  At the host's instruction
+guest instruction: lower is better.  Two counts of the same run differ by up
+to about 3% (hash seeds and the program's AT_RANDOM bytes are fixed; what
+remains is allocation and collection timing), so compare geomeans over the
+workloads, or medians of a few runs.  At the host's instruction
 rate R (instructions/s), MIPS = R / cost.
 
 Needs valgrind (Debian's, on every machine kind here); without it the run
@@ -43,7 +45,7 @@ def child(name: str, runs: int) -> None:
 
 
 def host_instructions(name: str, runs: int) -> int:
-    env = dict(os.environ, PYTHONHASHSEED="0")
+    env = dict(os.environ, PYTHONHASHSEED="0", X86CORE_RANDOM="fixed")
     out = subprocess.run(
         ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
          sys.executable, "-m", "benchmarks.cost", "--child", name, str(runs)],
@@ -98,8 +100,8 @@ def table(result: dict) -> str:
             for name, f in result["workloads"].items()]
     s = result["summary"]
     rows.append(("geomean", "", s["cold_geomean"], s["warm_geomean"]))
-    notes = ["host instructions (valgrind Ir) per guest instruction; lower is better, "
-             "repeatable to about 2%", common.machine_line(result["machine"])]
+    notes = ["host instructions (valgrind Ir) per guest instruction; lower is better; "
+             "two counts of one run differ by up to ~3%", common.machine_line(result["machine"])]
     if "json_path" in result:
         notes.append(f"written to {result['json_path']}")
     return common.format_table(("workload", "guest insns", "cold", "warm"), rows,
