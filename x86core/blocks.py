@@ -987,8 +987,11 @@ def _stops(insn: Instruction, hi: int) -> bool:
     """Whether the run loop's fast path must hand back to the careful one
     after `insn` (the mode, the TLB or the interrupt state may have changed),
     or after a block reaching `hi` bytes into its page (a second page to check)."""
+    # INT n, INT3 and INT1 always raise, so nothing runs after them in the
+    # block: they need no stop (a region calling a system call wrapper on
+    # one of its paths stays in the fast chain).  INTO may fall through.
     return hi > 4096 or bool(insn.flags & F_STOP) or insn.mnemonic in SYNC \
-        or insn.mnemonic in ("int", "int3", "into", "int1") or _far_transfer(insn)
+        or insn.mnemonic == "into" or _far_transfer(insn)
 
 
 def _far_transfer(insn: Instruction) -> bool:
