@@ -516,12 +516,14 @@ class BlockCache:
         eip0 = cpu.eip
         cs_limit = cpu.seg_limit[1]
 
-        ran_here = self.current
+        ran_here, hot, table = self.current, self.hot, id(self.current)
 
         def ran(eip: int) -> bool:
-            # Only code that has run: the paths a program has not taken
+            # Only code that has run (a block here now, or one dropped on
+            # its way to its own region): the paths a program has not taken
             # yet leave the region (and get their own blocks if they come).
-            return self.hot_from_start or (lin + eip - eip0) & 0xFFFFFFFF in ran_here
+            at = (lin + eip - eip0) & 0xFFFFFFFF
+            return self.hot_from_start or at in ran_here or (table, at) in hot
 
         def inside(eip: int) -> bool:
             off = start + (eip - eip0)
