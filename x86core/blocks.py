@@ -45,8 +45,8 @@ from .instruction import IMM, MEM, REG, REL, F_BRANCH, F_STOP, Instruction, Need
 from .semantics import SEMANTICS, SYSTEM
 
 MAX_BLOCK = 48          # instructions in a first-tier block
-MAX_REGION = 40         # instructions in a second-tier region
-MAX_NODES = 8           # straight runs of instructions in a region
+MAX_REGION = 64         # instructions in a second-tier region
+MAX_NODES = 12          # straight runs of instructions in a region
 HOT_RUNS = 64           # runs (or loop iterations) of a first-tier block before its region is compiled
 LOOP_BUDGET = 256       # a call of a loop or region runs at most this times its length in instructions
 _ST = {n: struct.Struct(f) for n, f in ((2, "<H"), (4, "<I"), (8, "<Q"))}
