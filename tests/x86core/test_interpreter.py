@@ -7,33 +7,20 @@ from hypothesis import given, strategies as st
 
 from x86core import decode, interpreter
 from x86core.asm import asm
-from x86core.cpu import CPU, StopExecution
+from x86core.cpu import CPU
 
-CODE = 0x1000
-DATA = 0x50000
+from .test_blocks import CODE, DATA, machine as paged_machine
+
 _REGS = ("eax", "ebx", "ecx", "edx", "esi", "edi", "ebp")
 _BYTE_REGS = ("al", "bl", "cl", "dl", "ah", "bh", "ch", "dh")
 
 
 def machine(threaded: bool, cache: bool = True) -> CPU:
-    cpu = CPU(2 << 20)
-    cpu.load_flat_segments()
-    pd, pt = 0x100000, 0x101000
-    cpu.mem.write(pd, 4, pt | 3)
-    for page in range(256):
-        cpu.mem.write(pt + 4 * page, 4, page << 12 | 3)
-    cpu.write_cr(3, pd)
-    cpu.write_cr(0, cpu.cr0 | 0x80000000)
-    cpu.regs[4] = 0x8000
+    """test_blocks' flat ring-0 machine with paging, new code threaded or not."""
+    cpu = paged_machine()
     cpu.blocks.enabled = cache
     cpu.blocks.threaded = threaded
-    cpu.exception_hook = _stop
     return cpu
-
-
-def _stop(cpu, exc):
-    cpu.last_exception = exc
-    raise StopExecution(str(exc))
 
 
 def _state(cpu: CPU) -> tuple:
