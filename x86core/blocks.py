@@ -1,15 +1,19 @@
-"""The block cache: decode once, compile to Python, run many times.
+"""The block cache: decode once, run new code threaded, compile what is hot.
 
-Code is compiled in two tiers, as JIT compilers do.  A first-tier block is
-the run of instructions from an EIP up to a control transfer, an instruction
-that changes how later code is fetched or run, or the end of the page; its
-instructions become the body of one Python function (generated source,
+A block is the run of instructions from an EIP up to a control transfer, an
+instruction that changes how later code is fetched or run, or the end of
+the page.  Code runs in tiers, as JIT compilers do.  A block met for the
+first time runs as threaded code (interpreter.py: a closure per
+instruction, nothing compiled) where that tier takes its instructions, and
+otherwise as a first-tier block: one Python function (generated source,
 compiled once) with the registers in locals, written to be cheap to compile,
 since Python's compile() is most of the cost of code that runs a few times.
-A block that runs HOT_RUNS times is compiled again as a region: it and the
-code it branches to on its page (both ways of conditional branches, direct
-jumps, calls and their return sites) in one function that moves between
-them without returning to the run loop, memory accesses inline.
+A threaded block that has retired interpreter.HOT_INSNS instructions, or a
+first-tier block that has run HOT_RUNS times, is compiled again as a region:
+it and the code it branches to on its page that has run (both ways of
+conditional branches, direct jumps, calls and their return sites) in one
+function that moves between them without returning to the run loop, memory
+accesses inline.
 
 Blocks are found by linear address within a set chosen by the mode bits that
 change what the bytes mean (code size, CPL, flat segments, stack size, CS
