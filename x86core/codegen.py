@@ -253,18 +253,8 @@ class Emitter:
 
     def carry(self) -> str:
         self.uses_flags = True
-        if self.known is not None:
-            kind, _ = self.known
-            if kind == F.K_SUB:
-                return "(1 if fa < fb else 0)"
-            if kind == F.K_ADD:
-                return "(1 if fr < fa else 0)"
-            if kind == F.K_LOGIC:
-                return "0"
-            if kind in (F.K_INC, F.K_DEC, F.K_RESULT, F.K_MERGE):
-                return "(fb & 1)"
-            if kind == F.K_RAW:
-                return "(fa & 1)"
+        if self.known is not None and self.known[0] in F.CARRY_SOURCES:
+            return F.CARRY_SOURCES[self.known[0]]
         return "CARRY(fo, fr, fa, fb)"
 
     def all_flags(self) -> str:

@@ -123,6 +123,18 @@ def carry(op: int, res: int, a: int, b: int) -> int:
     return b & CF       # K_INC, K_DEC, K_RESULT, K_MERGE
 
 
+# CF as a Python expression over the locals fr, fa, fb, by the kind that
+# produced the flags, where it needs no call (the others: carry()).  In the
+# order the threaded tier tests them: most often first.
+CARRY_SOURCES = {
+    K_SUB: "(1 if fa < fb else 0)",
+    K_LOGIC: "0",
+    K_ADD: "(1 if fr < fa else 0)",
+    K_INC: "(fb & 1)", K_DEC: "(fb & 1)", K_RESULT: "(fb & 1)", K_MERGE: "(fb & 1)",
+    K_RAW: "(fa & 1)",
+}
+
+
 def condition(cc: int, op: int, res: int, a: int, b: int) -> bool:
     """Condition code cc (0-15, Intel order O NO B AE E NE BE A S NS P NP L GE LE G)."""
     f = eval_flags(op, res, a, b)

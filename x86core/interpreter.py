@@ -151,11 +151,14 @@ def _carry(src: _Source, into: str) -> None:
     """CF of the lazy flags (as 0 or 1) into `into`, inline for the kinds
     that precede INC, DEC, ADC and SBB most often."""
     src.emit("fo, fr, fa, fb = cpu.lazy")
-    src.emit(f"k = fo & 15")
-    src.emit(f"if k == {F.K_SUB}: {into} = 1 if fa < fb else 0")
-    src.emit(f"elif k == {F.K_LOGIC}: {into} = 0")
-    src.emit(f"elif k == {F.K_ADD}: {into} = 1 if fr < fa else 0")
-    src.emit(f"elif k == {F.K_INC} or k == {F.K_DEC} or k >= {F.K_RESULT}: {into} = fb & 1")
+    src.emit("k = fo & 15")
+    kinds_by_source: dict[str, list[int]] = {}
+    for kind, source in F.CARRY_SOURCES.items():
+        kinds_by_source.setdefault(source, []).append(kind)
+    test = "if"
+    for source, kinds in kinds_by_source.items():
+        src.emit(f"{test} {' or '.join(f'k == {k}' for k in kinds)}: {into} = {source}")
+        test = "elif"
     src.emit(f"else: {into} = CARRY(fo, fr, fa, fb)")
 
 

@@ -108,6 +108,8 @@ def check(f, op, res, a, b):
     assert F.eval_flags(op, res, a, b) == f, f"eval_flags {F.eval_flags(op, res, a, b):#x} != {f:#x}"
     assert F.carry(op, res, a, b) == f & F.CF
     kind, size = op & 15, op >> 4
+    if kind in F.CARRY_SOURCES:
+        assert eval(F.CARRY_SOURCES[kind], {}, {"fr": res, "fa": a, "fb": b}) == f & F.CF
     for cc in CONDITIONS:
         want = condition_reference(cc, f)
         assert F.condition(cc, op, res, a, b) == want, f"condition {cc}"
