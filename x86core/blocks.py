@@ -247,6 +247,7 @@ class BlockCache:
         self.reused = 0             # blocks built from a recipe already compiled
         self.regions = 0        # of those compiled, second-tier ones (regions)
         self.runtimes: dict[int, dict] = {}      # _runtime() by the TLB pair it binds
+        self.envs: dict[int, tuple] = {}         # interpreter.environment() of each runtime
         # (id of mode table, linear EIP) of first-tier blocks that proved hot
         self.hot: set[tuple[int, int]] = set()
         # Compile every block as the second tier from its first run (tests
@@ -597,10 +598,10 @@ class BlockCache:
         n = len(insns)
         if recipe.threaded is not None:
             self.threaded_blocks += 1
-            env = runtime.get("ENV")
+            env = self.envs.get(id(cpu.tlb_r))
             if env is None:
-                env = runtime["ENV"] = interpreter.environment(runtime)
-            fn = interpreter.instantiate(recipe.threaded, insns, env, insns[0][0],
+                env = self.envs[id(cpu.tlb_r)] = interpreter.environment(runtime)
+            fn = interpreter.instantiate(recipe.threaded, env, insns[0][0],
                                          LOOP_BUDGET * n, self.code_written,
                                          functools.partial(self._promote, self.current, lin))
             return self._bind(Block(fn, phys, n, "", insns), recipe, lin)

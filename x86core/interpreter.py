@@ -53,8 +53,8 @@ _CCS = ("o", "no", "b", "ae", "e", "ne", "be", "a", "s", "ns", "p", "np", "l", "
 _JCC = {f"j{c}": n for n, c in enumerate(_CCS)}
 _SETCC = {f"set{c}": n for n, c in enumerate(_CCS)}
 _CMOV = {f"cmov{c}": n for n, c in enumerate(_CCS)}
-# Flag producers a following Jcc is fused into: (kind of the lazy flags).
-_FUSABLE = {**{m: ARITH_KIND[m] for m in _ALU_OPS}, "inc": F.K_INC, "dec": F.K_DEC}
+# Flag producers a following Jcc is fused into.
+_FUSABLE = frozenset(_ALU_OPS) | {"inc", "dec"}
 
 
 class _Source:
@@ -447,10 +447,10 @@ def _address_form(op, values: dict) -> str | None:
     return "d"
 
 
-def plan(insn: Instruction, nxt: int, live: bool, cc: int = -1) -> tuple | None:
+def plan(insn: Instruction, nxt: int, live: bool) -> tuple | None:
     """(shape, numbers) of one instruction of 32-bit flat code, or None when
-    it is left to the compiled tiers.  `live`: its flags may be observed;
-    `cc` >= 0: the Jcc after it is fused in."""
+    it is left to the compiled tiers.  `live`: its flags may be observed
+    (plan_block fuses a Jcc into the shape after)."""
     name = insn.mnemonic
     if name == "nop" or name == "pause":
         return ("nop",), {}             # also the long NOPs with a memory operand: no access
@@ -511,9 +511,7 @@ def plan(insn: Instruction, nxt: int, live: bool, cc: int = -1) -> tuple | None:
         ops = ops[:1]
     elif name == "lea":
         ops = (ops[0], ("m", 0))
-    if cc >= 0 and name not in _FUSABLE:
-        return None
-    return (name, ops, form, live, cc, extra), values
+    return (name, ops, form, live, -1, extra), values
 
 
 def _family(*patterns: str) -> frozenset:
@@ -575,10 +573,11 @@ class Steps(tuple):
 def plan_block(insns: list[tuple[int, Instruction]], liveness) -> tuple | None:
     """The threaded form of the longest prefix of `insns` this tier takes:
     (steps, instructions covered, whether the last step is a branch, the
-    branch target or None), each step (factory, its operand arguments,
-    index of its first instruction); None when the first instruction is not
-    taken.  A Jcc straight after the flag producer it tests is fused into
-    that producer's handler."""
+    branch target or None, and for unwind() each step's first instruction,
+    the instructions' EIPs and next EIPs), each step (factory, its operand
+    arguments); None when the first instruction is not taken.  A Jcc
+    straight after the flag producer it tests is fused into that producer's
+    handler."""
     planned = []
     taken = 0
     for eip, insn in insns:
@@ -603,7 +602,7 @@ def plan_block(insns: list[tuple[int, Instruction]], liveness) -> tuple | None:
                 continue
         if key[0] == "nop":
             continue            # nothing to run: counted with the block
-        if not live[index] and len(key) > 3:
+        if not live[index]:
             key = (*key[:3], False, *key[4:])
         steps.append((key, values, index))
     # Blocks end at their first branch: when the prefix kept it, the last
@@ -611,36 +610,33 @@ def plan_block(insns: list[tuple[int, Instruction]], liveness) -> tuple | None:
     branch = _is_branch(insns[-1][1])
     target = steps[-1][1].get("TGT") if branch else None
     made = []
-    for key, values, index in steps:
+    for key, values, _ in steps:
         make, operands, _ = factory(key)
-        made.append((make, tuple(values[name] for name in operands), index))
-    return tuple(made), taken, branch, target
+        made.append((make, tuple(values[name] for name in operands)))
+    return (tuple(made), taken, branch, target, [index for _, _, index in steps],
+            [e for e, _ in insns], [(e + i.length) & 0xFFFFFFFF for e, i in insns])
 
 
 def _is_branch(insn: Instruction) -> bool:
     return insn.mnemonic in _JCC or insn.mnemonic in ("jmp", "call", "ret")
 
 
-def instantiate(plan_: tuple, insns, env: tuple, start: int, budget: int, smc: list,
-                promote):
+def instantiate(plan_: tuple, env: tuple, start: int, budget: int, smc: list, promote):
     """The block function for this CPU: handlers made by their factories
     with the CPU's registers, memory and TLBs (env, environment()), in a runner."""
-    steps, count, branch, target = plan_
+    steps, count, branch, target, starts, eips, nexts = plan_
     # Handlers are stateless: blocks share them (every PUSH EBP is one
     # closure), though never within a block, whose handlers name their
     # instruction by identity in unwind().
     shared = env[-1]
     handlers = []
-    for make, args, _ in steps:
+    for make, args in steps:
         key = (make, args)
         handler = shared.get(key)
         if handler is None or handler in handlers:
             handler = make(env, *args)
             shared.setdefault(key, handler)
         handlers.append(handler)
-    eips = [e for e, _ in insns[:count]]
-    nexts = [(e + i.length) & 0xFFFFFFFF for e, i in insns[:count]]
-    starts = [index for _, _, index in steps]
     if branch:
         body = Steps(handlers[:-1])
         body.last = handlers[-1]
