@@ -302,42 +302,44 @@ def test_regions_end_in_the_state_single_steps_reach(case):
     run_both(text, extra, **regs)
 
 
-@pytest.mark.parametrize("esp,hole", [(0x8008, 0x7000), (0x8004, 0x7000), (0x8000, 0x7000),
-                                      (0x7FF2, 0x7000), (0x9004, 0x9000), (0x9008, 0x9000)])
-def test_a_run_of_pushes_across_a_page_end_faults_where_one_would(esp, hole):
-    # Four pushes from ESP near a page start, the page below absent: the
-    # run's one-probe fast path cannot take it, and the one-by-one path
-    # faults at the first push that reaches the absent page.
-    text = "mov ecx, 300\nmov [0x8ff0], ecx\nmov [0x8000], ecx\nl: push eax\npush ebx\npush esi\npush edi\nadd esp, 16\ndec ecx\njnz l\nhlt"
+def _hot_and_stepped(text: str, hole: int, esp: int, expect: str, prepare=None) -> None:
+    """`text` compiled hot from its first run and single-stepped, with one
+    page absent: the same ending (`expect`), state and CR2."""
     states = []
     for cache in ("hot", False):
         cpu = machine(paging_hole=hole)
         cpu.blocks.enabled = bool(cache)
         cpu.blocks.hot_from_start = cache == "hot"
         load(cpu, text)
+        if prepare:
+            prepare(cpu)
         cpu.regs[4] = esp
-        cpu.regs[0], cpu.regs[3], cpu.regs[6], cpu.regs[7] = 0xA, 0xB, 0xC, 0xD
-        assert cpu.run(max_instructions=100_000) == "stop"
+        assert cpu.run(max_instructions=100_000) == expect
         states.append(_state(cpu) + (cpu.cr2,))
     assert states[0] == states[1]
+
+
+@pytest.mark.parametrize("esp,hole", [(0x8008, 0x7000), (0x8004, 0x7000), (0x8000, 0x7000),
+                                      (0x7FF2, 0x7000), (0x9004, 0x9000), (0x9008, 0x9000)])
+def test_a_run_of_pushes_across_a_page_end_faults_where_one_would(esp, hole):
+    # Four pushes from ESP near a page start, the page below absent: the
+    # run's one-probe fast path cannot take it, and the one-by-one path
+    # faults at the first push that reaches the absent page.
+    def registers(cpu):
+        cpu.regs[0], cpu.regs[3], cpu.regs[6], cpu.regs[7] = 0xA, 0xB, 0xC, 0xD
+    _hot_and_stepped("mov ecx, 300\nmov [0x8ff0], ecx\nmov [0x8000], ecx\nl: push eax\n"
+                     "push ebx\npush esi\npush edi\nadd esp, 16\ndec ecx\njnz l\nhlt",
+                     hole, esp, "stop", registers)
 
 
 @pytest.mark.parametrize("esp", [0x6FF0, 0x6FF4, 0x6FFC])
 def test_a_run_of_pops_across_a_page_end_faults_where_one_would(esp):
     # Four pops up to and past the end of the page, the page above absent
     # (the stack page already in the TLB, as it is in any real run).
-    text = "mov ecx, 300\nmov eax, [0x6FF0]\nl: pop eax\npop ebx\npop esi\npop edi\nsub esp, 16\ndec ecx\njnz l\nhlt"
-    states = []
-    for cache in ("hot", False):
-        cpu = machine(paging_hole=0x7000)
-        cpu.blocks.enabled = bool(cache)
-        cpu.blocks.hot_from_start = cache == "hot"
-        load(cpu, text)
-        cpu.mem.load(0x6FF0, bytes(range(16)))
-        cpu.regs[4] = esp
-        assert cpu.run(max_instructions=100_000) == ("halt" if esp == 0x6FF0 else "stop")
-        states.append(_state(cpu) + (cpu.cr2,))
-    assert states[0] == states[1]
+    _hot_and_stepped("mov ecx, 300\nmov eax, [0x6FF0]\nl: pop eax\npop ebx\npop esi\n"
+                     "pop edi\nsub esp, 16\ndec ecx\njnz l\nhlt", 0x7000, esp,
+                     "halt" if esp == 0x6FF0 else "stop",
+                     lambda cpu: cpu.mem.load(0x6FF0, bytes(range(16))))
 
 
 def test_a_region_the_compiler_cannot_take_falls_back_to_the_block(monkeypatch):
