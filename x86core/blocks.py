@@ -76,18 +76,18 @@ _CONDITIONAL = frozenset({f"j{c}" for c in CONDS} | {"loop", "loope", "loopne", 
 # the names it uses often become its parameters' defaults, which Python reads
 # as fast locals, while compile() never sees the long list.
 _RUNTIME_NAMES = (
-    "cpu R M W32 TRG TWG U16 U64 P16 P64 RS WS RA WA SB SS_ CARRY FLAGS COND PARITY "
+    "cpu R M W32 TRG TWG TR TW U16 U64 P16 P64 RS WS RA WA SB SS_ CARRY FLAGS COND PARITY "
     "CPUException EF CLD STD CLI STI HLT LOADSEG POPF CPUID RDTSC PORT_IN PORT_OUT SYSTEM "
     "RDMSR WRMSR READ_CR WRITE_CR READ_DR WRITE_DR FARJMP FARCALL FARRET IRET DIVERR "
     "SOFTINT SOFTINT_SYNCED TRAP FAULT SMAX SWMAX CHK RD1 RD2 RD4 RD8 WR1 WR2 WR4 WR8"
 ).split()
 # Bound as parameter defaults when the block's source names them.
-_FAST_NAMES = frozenset("cpu R M W32 TRG TWG U16 U64 P16 P64 RS WS RA WA SB CARRY COND "
+_FAST_NAMES = frozenset("cpu R M W32 TRG TWG TR TW U16 U64 P16 P64 RS WS RA WA SB CARRY COND "
                         "PARITY CHK SMAX SWMAX RUNS SMC BUDGET PCS RD1 RD2 RD4 RD8 WR1 WR2 WR4 "
                         "WR8".split())
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Hot code that writes memory (and so perhaps code) names one of these.
-_STORES = re.compile(r"TWG\(|WS\(|WA\(|WR\d\(|PORT_")
+_STORES = re.compile(r"TWG\(|TW\[|WS\(|WA\(|WR\d\(|PORT_")
 
 
 @attrs.frozen
@@ -105,6 +105,7 @@ class Recipe:
     stop: bool                  # Block.stop
     promotable: bool            # first tier, counting its runs
     nodes: tuple = ()           # a region's node start EIPs, in the order of their numbers
+    entries: tuple = ()         # the numbers of those the region dispatches to by pc
     threaded: tuple | None = None   # the zeroth tier's plan (interpreter.plan_block), not compiled
 
 
@@ -202,7 +203,7 @@ def _runtime(cpu) -> dict:
         write_any(lin, 8, value)
 
     return dict(zip(_RUNTIME_NAMES, (
-        cpu, cpu.regs, M, W32, tr_get, tw_get,
+        cpu, cpu.regs, M, W32, tr_get, tw_get, tlb_r, tlb_w,
         unpack[2], unpack[8], pack[2], pack[8], read_slow, write_slow, read_any, write_any,
         cpu.seg_base, cpu.seg_sel, F.carry, F.eval_flags, F.condition, F.PARITY, CPUException,
         h.eflags, h.cld, h.std, h.cli, h.sti, h.hlt, h.load_segment, h.popf, cpu.cpuid,
@@ -214,10 +215,14 @@ def _runtime(cpu) -> dict:
 
 
 class Block:
-    __slots__ = ("fn", "phys", "count", "source", "insns", "tail", "stop")
+    __slots__ = ("fn", "phys", "count", "source", "insns", "tail", "stop", "nodes")
 
     def __init__(self, fn, phys, count, source, insns):
         self.fn, self.phys, self.count, self.source, self.insns = fn, phys, count, source, insns
+        # A region's nodes that can be entered, (number, EIP), the first its
+        # entry; () for other hot code and a node's own entry (_enter_nodes);
+        # None for the lower tiers.
+        self.nodes = None
         # (linear, physical) page numbers of the block's last byte when it runs
         # onto a second page, whose mapping is checked on every lookup too.
         self.tail = None
@@ -329,6 +334,8 @@ class BlockCache:
                 self._protect(phys >> 12, self.current, lin)
                 if block.tail is not None:
                     self._protect(block.tail[1], self.current, lin)
+                if block.nodes:
+                    self._enter_nodes(block, lin)
             try:
                 cpu.eip = block.fn()
             except CPUException as exc:
@@ -336,6 +343,29 @@ class BlockCache:
                 raise
             return
         self._run_single(lin, phys)
+
+    def _enter_nodes(self, region: Block, lin: int) -> None:
+        """A region can be entered at any of its nodes, since each starts
+        with nothing known: a jump into its middle from outside (a return
+        to a call site, a branch from another region) runs the region's
+        code there instead of a block of its own that would grow hot and
+        compile the same instructions again as a second region.  A node
+        whose EIP already starts a region of its own keeps it."""
+        page, base = region.phys & ~0xFFF, lin - region.nodes[0][1]
+        current = self.current
+        for k, eip in region.nodes[1:]:
+            at = (base + eip) & 0xFFFFFFFF
+            old = current.get(at)
+            if old is not None and old.nodes is not None:
+                continue
+            entry = Block(functools.partial(region.fn, k), page | at & 0xFFF, 0, "", [])
+            entry.tail, entry.stop, entry.nodes = region.tail, region.stop, ()
+            current[at] = entry
+            self._protect(page >> 12, current, at)
+            if entry.tail is not None:
+                self._protect(entry.tail[1], current, at)
+            for fast in self.fasts.values():
+                fast.pop(at, None)
 
     def run_single(self) -> None:
         """Exactly one instruction (the interrupt shadow after STI/MOV SS)."""
@@ -498,7 +528,7 @@ class BlockCache:
         # memory accesses inline, and with the code around it as a region.
         promotable = not hot and limit > 1
         try:
-            source, code_obj, lines, pos = self.generate(
+            source, code_obj, lines, pos, _ = self.generate(
                 [insns], may_loop=limit > 1, promote=promotable, compact=not hot)
         except Unsupported:
             if len(insns) == 1:
@@ -580,12 +610,12 @@ class BlockCache:
         if len(nodes) == 1:
             # Nothing to switch between: a plain block (a loop if it
             # branches back to its start), with its memory accesses inline.
-            source, code_obj, lines, pos = self.generate(nodes)
+            source, code_obj, lines, pos, _ = self.generate(nodes)
             return Recipe(source, code_obj, lines, pos, insns, hi, _stops(insns[-1][1], hi), False)
-        source, code_obj, lines, pos = self.generate(nodes, region=True)
+        source, code_obj, lines, pos, dispatch = self.generate(nodes, region=True)
         return Recipe(source, code_obj, lines, pos, insns, hi,
                       hi > 4096 or any(_stops(node[-1][1], 0) for node in nodes), False,
-                      tuple(node[0][0] for node in nodes))
+                      tuple(node[0][0] for node in nodes), entries=dispatch)
 
     def _instantiate(self, recipe: "Recipe", lin: int, phys: int) -> Block:
         """A runnable Block from a recipe: the compiled code bound to this
@@ -606,7 +636,7 @@ class BlockCache:
                                          functools.partial(self._promote, self.current, lin))
             return self._bind(Block(fn, phys, n, "", insns), recipe, lin)
         namespace = dict(runtime, INSN=[i for _, i in insns], LINES=recipe.lines, POS=recipe.pos,
-                         PCS={eip: number for number, eip in enumerate(recipe.nodes)},
+                         PCS={recipe.nodes[number]: number for number in recipe.entries},
                          STARTS=recipe.nodes,
                          EIPS=[e for e, _ in insns],
                          NEXTS=[(e + i.length) & (0xFFFFFFFF if i.opsize == 32 or cpu.bits == 32
@@ -616,7 +646,11 @@ class BlockCache:
                          PROMOTE=functools.partial(self._promote, self.current, lin)
                          if recipe.promotable else None)
         exec(recipe.code, namespace)
-        return self._bind(Block(namespace["block"], phys, n, recipe.source, insns), recipe, lin)
+        block = Block(namespace["block"], phys, n, recipe.source, insns)
+        if not recipe.promotable:
+            # Hot code: a region's entries (number, EIP), or () for one node.
+            block.nodes = tuple((number, recipe.nodes[number]) for number in recipe.entries)
+        return self._bind(block, recipe, lin)
 
     def _bind(self, block: Block, recipe: "Recipe", lin: int) -> Block:
         """The page checks a block's recipe asks for."""
@@ -821,8 +855,6 @@ class BlockCache:
             # BUDGET bounds how long the block runs before the run loop
             # (interrupts, instruction limits) sees control again.
             head.append("ic = 0")
-        if region:
-            head.append("pc = 0")
         indent = ""
         if loop or region:
             head.append("while True:")
@@ -837,19 +869,14 @@ class BlockCache:
             line_insn.append(insn)
             line_pos.append(pos)
 
-        index = 0
         number_of = {node[0][0]: number for number, node in enumerate(nodes)}
-        if region:
-            # Back to the run loop after BUDGET instructions.  Nodes are
-            # tested in their order (BFS from the entry), each after the one
-            # before, so a branch to a later node goes straight on and only
-            # one to an earlier node (every cycle has one) comes round here.
-            add(f"{indent}if ic >= BUDGET: nx = STARTS[pc]; break", 0, 0)
-        for number, (first, end, count, exit_expr, stops, branch) in enumerate(exits):
-            inner = indent
-            if region:
-                add(f"{indent}if pc == {number}:", index, 0)
-                inner += "    "
+        firsts = [0]                # each node's first instruction index
+        for e in exits:
+            firsts.append(firsts[-1] + e[2])
+        exit_final = None
+
+        def node_lines(number: int, inner: str) -> None:
+            first, end = exits[number][:2]
             for i in range(first, end):
                 line = em.lines[i]
                 if has_sync:
@@ -863,22 +890,73 @@ class BlockCache:
                         line = f"{ind}{all_regs} = R" + \
                             ("; fo, fr, fa, fb = cpu.lazy" if flags else "")
                 add(inner + line, em.line_insn[i], positions[i])
-            last = index + count - 1
-            if exit_expr is not None:
-                if region:
+
+        if region:
+            inlined = _inlined_nodes(nodes, exits, number_of)
+
+            def region_node(number: int, inner: str) -> None:
+                node_lines(number, inner)
+                first, end, count, exit_expr, stops, branch = exits[number]
+                if exit_expr is None:
+                    return              # the CPU's method has set EIP and returned
+                last = firsts[number] + count - 1
+
+                def put(text: str, ind: str = inner) -> None:
+                    add(ind + text, last, count - 1)
+                stores = any(_STORES.search(em.lines[i]) for i in range(first, end))
+                ahead = [] if stops or branch is None else \
+                    [number_of.get(b) for b in branch[1:2 if branch[0] == "True" else 3]]
+                if not inlined.intersection(ahead):
                     moves = _transition(exit_expr, count, stops, branch, number_of)
                     for line in moves:
-                        add(inner + line, last, count - 1)
-                    if any("pc =" in line for line in moves) and \
-                            any(_STORES.search(em.lines[i]) for i in range(first, end)):
+                        put(line)
+                    if stores and any("pc =" in line for line in moves):
                         # This node may have written code: on only if it did not.
-                        add(f"{inner}if SMC[0]: SMC[0] = 0; nx = STARTS[pc]; break",
-                            last, count - 1)
-                elif loop:
-                    add(f"{inner}nx = {exit_expr}; ic += {count}; break", last, count - 1)
+                        put("if SMC[0]: SMC[0] = 0; nx = STARTS[pc]; break")
+                    return
+                # A successor entered from here alone follows in line: no
+                # pc to set and test.
+                taken, target, fall = branch
+
+                def go(to, eip: int, ind: str) -> None:
+                    if to is None:
+                        put(f"nx = {eip}; break", ind)
+                        return
+                    if stores:
+                        put(f"if SMC[0]: SMC[0] = 0; nx = {eip}; break", ind)
+                    if to in inlined:
+                        region_node(to, ind)
+                    else:
+                        put(f"pc = {to}", ind)
+                put(f"ic += {count}")
+                if taken == "True":
+                    go(ahead[0], target, inner)
                 else:
-                    exit_final = exit_expr
-            index += count
+                    put(f"if {taken}:")
+                    go(ahead[0], target, inner + "    ")
+                    put("else:")
+                    go(ahead[1], fall, inner + "    ")
+
+            # Back to the run loop after BUDGET instructions.  Nodes are
+            # tested in their order (BFS from the entry), each after the one
+            # before, so a branch to a later node goes straight on and only
+            # one to an earlier node (every cycle has one) comes round here.
+            add(f"{indent}if ic >= BUDGET: nx = STARTS[pc]; break", 0, 0)
+            for number in range(len(exits)):
+                if number not in inlined:
+                    add(f"{indent}if pc == {number}:", firsts[number], 0)
+                    region_node(number, indent + "    ")
+            dispatch = tuple(n for n in range(len(exits)) if n not in inlined)
+        else:
+            dispatch = ()
+            for number, (first, end, count, exit_expr, stops, branch) in enumerate(exits):
+                node_lines(number, indent)
+                last = firsts[number] + count - 1
+                if exit_expr is not None:
+                    if loop:
+                        add(f"{indent}nx = {exit_expr}; ic += {count}; break", last, count - 1)
+                    else:
+                        exit_final = exit_expr
         if not body:
             add("pass", 0, 0)
         tail = []
@@ -897,7 +975,9 @@ class BlockCache:
         # First-tier code takes the runtime's names as globals, sparing the
         # compiler the parameter list; hot code reads them as fast locals.
         names = () if em.compact else sorted(set(_IDENT.findall("\n".join(text))) & _FAST_NAMES)
-        source = "\n".join([f"def block({', '.join(f'{x}={x}' for x in names)}):"] +
+        # A region is entered at its first node, or at node `pc` (_enter_nodes).
+        params = ["pc=0"] * region + [f"{x}={x}" for x in names]
+        source = "\n".join([f"def block({', '.join(params)}):"] +
                            ["    " + line for line in text])
         first_body_line = len(head) + 2
         lines = [0] * (len(head) + len(body) + 3)
@@ -906,7 +986,31 @@ class BlockCache:
             lines[first_body_line + i] = k
             pos[first_body_line + i] = p
         self.compiled += 1
-        return source, compile(source, f"<block {eips[0] if eips else 0:#x}>", "exec"), lines, pos
+        return (source, compile(source, f"<block {eips[0] if eips else 0:#x}>", "exec"), lines, pos,
+                dispatch)
+
+
+def _inlined_nodes(nodes, exits, number_of: dict) -> set[int]:
+    """The region nodes entered by one static edge alone (a branch or a fall
+    into them from one other node), which follow that edge in line.  The
+    entry, the routines called and the return sites of calls (entered from
+    other code, and by RET through PCS) and nodes with two ways in stay
+    numbered: the loop dispatches to them by pc (and _enter_nodes to them)."""
+    ways_in = [0] * len(exits)
+    for number, (_, _, _, exit_expr, stops, branch) in enumerate(exits):
+        if exit_expr is None or stops or branch is None:
+            continue
+        taken, target, fall = branch
+        for eip in ((target,) if taken == "True" else (target, fall)):
+            to = number_of.get(eip)
+            if to is not None:
+                ways_in[to] += 1
+        if nodes[number][-1][1].mnemonic == "call":
+            # A routine is called from elsewhere too, and returns by RET.
+            for eip in (target, fall):
+                if eip in number_of:
+                    ways_in[number_of[eip]] += 2
+    return {n for n in range(1, len(exits)) if ways_in[n] == 1}
 
 
 def _transition(exit_expr: str, count: int, stops: bool, branch, number_of: dict) -> list[str]:

@@ -118,7 +118,11 @@ class Emitter:
             self.emit(f"r{n - 4} = r{n - 4} & 0xFFFF00FF | ({expr}) << 8")
 
     # -- memory ---------------------------------------------------------------------------
-    def offset(self, op, adsize: int) -> str:
+    def offset(self, op, adsize: int, wrap: bool = True) -> str:
+        """The effective address of memory operand `op`; `wrap`: reduced
+        modulo 2^32 (not needed for an address that only goes to an access
+        in a flat segment, whose TLB probe misses past 2^32 and whose slow
+        path wraps it)."""
         parts = []
         if op.base >= 0:
             parts.append(self.reg(4, op.base))
@@ -128,13 +132,19 @@ class Emitter:
         if not parts and adsize == 32:
             return str(op.disp & 0xFFFFFFFF)        # an absolute address
         if op.disp or not parts:
-            parts.append(str(op.disp & 0xFFFFFFFF) if op.disp >= 0 or adsize == 32 else str(op.disp))
-        expr = " + ".join(parts)
+            if adsize == 32 and wrap:
+                parts.append(str(op.disp & 0xFFFFFFFF))
+            else:
+                # Unwrapped, a negative displacement stays negative: added as
+                # 2^32 - d it would carry every address past 2^32 (a miss).
+                disp = op.disp if adsize == 16 else (op.disp + 0x80000000 & 0xFFFFFFFF) - 0x80000000
+                parts.append(str(disp))
+        expr = " + ".join(parts).replace("+ -", "- ")
         if adsize == 16:
             return f"({expr}) & 0xFFFF"
         if len(parts) == 1 and op.base >= 0 and not op.disp:
             return expr
-        return f"({expr}) & 0xFFFFFFFF"
+        return f"({expr}) & 0xFFFFFFFF" if wrap else expr
 
     def linear(self, seg: int, offset_expr: str, once: bool = False) -> str:
         """Emit the linear address into a fresh local and return its name.
@@ -165,7 +175,8 @@ class Emitter:
             self.emit(f"if {o} > {table}[{seg}] - {size - 1}: CHK({seg}, {o}, {size}, {int(write)})")
 
     def address(self, op, insn: Instruction, once: bool = False) -> str:
-        return self.linear(op.seg, self.offset(op, insn.adsize), once)
+        unwrapped = self.flat and op.seg not in (4, 5) and insn.adsize == 32 and not self.compact
+        return self.linear(op.seg, self.offset(op, insn.adsize, wrap=not unwrapped), once)
 
     def load(self, a: str, size: int, into: str | None = None) -> str:
         """Emit a read of `size` bytes at `a`; the local holding it (`into`
@@ -175,19 +186,23 @@ class Emitter:
         if self.compact:
             self.emit(f"{v} = RD{size}({a})")
             return v
-        p = self.new("p")
-        self.emit(f"{p} = TRG({a} >> 12)")
+        a = self._named(a)
+        # The TLB probe is a subscript: a miss raises KeyError, which costs
+        # nothing until raised, and takes the slow path (which fills the
+        # TLB or faults).  Aligned dwords (nearly all of them) are one index
+        # into the dword view; the rest go through read_any.
         if size == 1:
-            self.emit(f"{v} = M[{p} | {a} & 0xFFF] if {p} is not None else RS({a}, 1)")
+            self.emit(f"try: {v} = M[TR[{a} >> 12] | {a} & 0xFFF]")
+            self.emit(f"except KeyError: {v} = RS({a}, 1)")
         elif size == 4:
-            # Aligned dwords (nearly all of them) are one index into the
-            # dword view; the rest go through read_any.
-            self.emit(f"{v} = W32[({p} | {a} & 0xFFF) >> 2] if {p} is not None and not {a} & 3 "
+            self.emit(f"try: {v} = W32[(TR[{a} >> 12] | {a} & 0xFFF) >> 2] if not {a} & 3 "
                       f"else RA({a}, 4)")
+            self.emit(f"except KeyError: {v} = RA({a}, 4)")
         else:
             un = {2: "U16", 8: "U64"}[size]
-            self.emit(f"{v} = {un}(M, {p} | {a} & 0xFFF)[0] if {p} is not None and "
+            self.emit(f"try: {v} = {un}(M, TR[{a} >> 12] | {a} & 0xFFF)[0] if "
                       f"{a} & 0xFFF <= {4096 - size} else RS({a}, {size})")
+            self.emit(f"except KeyError: {v} = RS({a}, {size})")
         return v
 
     def store(self, a: str, size: int, expr: str) -> None:
@@ -195,19 +210,32 @@ class Emitter:
         if self.compact:
             self.emit(f"WR{size}({a}, {expr})")
             return
-        p = self.new("p")
-        self.emit(f"{p} = TWG({a} >> 12)")
+        a = self._named(a)
         if size == 1:
-            self.emit(f"if {p} is not None: M[{p} | {a} & 0xFFF] = {expr}")
-            self.emit(f"else: WS({a}, 1, {expr})")
-        elif size == 4:
-            self.emit(f"if {p} is not None and not {a} & 3: W32[({p} | {a} & 0xFFF) >> 2] = {expr}")
-            self.emit(f"else: WA({a}, 4, {expr})")
+            self.emit(f"try: M[TW[{a} >> 12] | {a} & 0xFFF] = {expr}")
+            self.emit(f"except KeyError: WS({a}, 1, {expr})")
+            return
+        slow = f"WA({a}, 4, {expr})" if size == 4 else f"WS({a}, {size}, {expr})"
+        if size == 4:
+            self.emit(f"if {a} & 3: {slow}")
+        else:
+            self.emit(f"if {a} & 0xFFF > {4096 - size}: {slow}")
+        self.emit("else:")
+        if size == 4:
+            self.emit(f"try: W32[(TW[{a} >> 12] | {a} & 0xFFF) >> 2] = {expr}", 1)
         else:
             pk = {2: "P16", 8: "P64"}[size]
-            self.emit(f"if {p} is not None and {a} & 0xFFF <= {4096 - size}: "
-                      f"{pk}(M, {p} | {a} & 0xFFF, {expr})")
-            self.emit(f"else: WS({a}, {size}, {expr})")
+            self.emit(f"try: {pk}(M, TW[{a} >> 12] | {a} & 0xFFF, {expr})", 1)
+        self.emit(f"except KeyError: {slow}", 1)
+
+    def _named(self, a: str) -> str:
+        """An address expression in a local of its own (it is used several
+        times, and `a >> 12` must not bind into it)."""
+        if a.isidentifier() or a.isdigit():
+            return a
+        name = self.new("a")
+        self.emit(f"{name} = {a}")
+        return name
 
     # -- operands as values -----------------------------------------------------------------
     def read(self, op, insn: Instruction) -> str:

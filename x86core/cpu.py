@@ -251,6 +251,9 @@ class CPU:
         return phys
 
     def read_slow(self, lin: int, size: int) -> int:
+        # Compiled code passes flat addresses unwrapped (base + disp may
+        # pass 2^32): they miss the TLB and wrap here, as the address adder does.
+        lin &= 0xFFFFFFFF
         off = lin & 0xFFF
         if off + size > 4096:
             return self._read_split(lin, size)
@@ -264,6 +267,7 @@ class CPU:
         return value
 
     def write_slow(self, lin: int, size: int, value: int) -> None:
+        lin &= 0xFFFFFFFF           # see read_slow
         off = lin & 0xFFF
         if off + size > 4096:
             # Translate both pages before writing either: no half-done write on #PF.

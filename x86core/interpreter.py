@@ -41,7 +41,7 @@ HOT_INSNS = 2048        # instructions a threaded block retires before its regio
 
 # Names a handler's code may use.  The first group is bound per CPU
 # (blocks._runtime); the second is the instruction's numbers (plan()).
-_ENV = ("R", "cpu", "TRG", "TWG", "M", "W32", "RA", "WA", "RS", "WS", "RD2", "WR2",
+_ENV = ("R", "cpu", "TR", "TW", "M", "W32", "RA", "WA", "RS", "WS", "RD2", "WR2",
         "CARRY", "COND", "DIVERR", "PARITY")
 _OPERAND = ("G0", "H0", "K0", "G1", "H1", "K1", "I0", "I1", "I2", "B", "X", "S", "D", "N",
             "NXT", "TGT")
@@ -68,27 +68,27 @@ class _Source:
         self.lines.append(line)
 
     # -- memory: the TLB probe inline for bytes and aligned dwords --------------------
+    # As in compiled code (codegen.Emitter.load): a TLB miss raises KeyError.
     def load(self, size: int, addr: str, into: str) -> None:
         if size == 4:
-            self.emit(f"p = TRG({addr} >> 12)")
-            self.emit(f"{into} = W32[(p | {addr} & 0xFFF) >> 2] if p is not None and not "
+            self.emit(f"try: {into} = W32[(TR[{addr} >> 12] | {addr} & 0xFFF) >> 2] if not "
                       f"{addr} & 3 else RA({addr}, 4)")
+            self.emit(f"except KeyError: {into} = RA({addr}, 4)")
         elif size == 1:
-            self.emit(f"p = TRG({addr} >> 12)")
-            self.emit(f"{into} = M[p | {addr} & 0xFFF] if p is not None else RS({addr}, 1)")
+            self.emit(f"try: {into} = M[TR[{addr} >> 12] | {addr} & 0xFFF]")
+            self.emit(f"except KeyError: {into} = RS({addr}, 1)")
         else:
             self.emit(f"{into} = RD2({addr})")
 
     def store(self, size: int, addr: str, value: str) -> None:
         if size == 4:
-            self.emit(f"p = TWG({addr} >> 12)")
-            self.emit(f"if p is not None and not {addr} & 3: W32[(p | {addr} & 0xFFF) >> 2] = "
-                      f"{value}")
-            self.emit(f"else: WA({addr}, 4, {value})")
+            self.emit(f"if {addr} & 3: WA({addr}, 4, {value})")
+            self.emit("else:")
+            self.emit(f"    try: W32[(TW[{addr} >> 12] | {addr} & 0xFFF) >> 2] = {value}")
+            self.emit(f"    except KeyError: WA({addr}, 4, {value})")
         elif size == 1:
-            self.emit(f"p = TWG({addr} >> 12)")
-            self.emit(f"if p is not None: M[p | {addr} & 0xFFF] = {value}")
-            self.emit(f"else: WS({addr}, 1, {value})")
+            self.emit(f"try: M[TW[{addr} >> 12] | {addr} & 0xFFF] = {value}")
+            self.emit(f"except KeyError: WS({addr}, 1, {value})")
         else:
             self.emit(f"WR2({addr}, {value})")
 
@@ -124,11 +124,13 @@ def _reg(size: int, slot: int) -> str:
     return f"(R[G{slot}] >> H{slot} & 0xFF)"
 
 
-def _address(form: str) -> str:
-    """The effective address of a 32-bit memory operand in a flat segment."""
-    return {"d": "D", "b": "R[B]", "bd": "(R[B] + D) & 0xFFFFFFFF",
-            "bx": "(R[B] + R[X] + D) & 0xFFFFFFFF", "bxs": "(R[B] + R[X] * S + D) & 0xFFFFFFFF",
-            "xs": "(R[X] * S + D) & 0xFFFFFFFF"}[form]
+def _address(form: str, wrap: bool) -> str:
+    """The effective address of a 32-bit memory operand in a flat segment;
+    unwrapped (it may pass 2^32) when it only goes to an access, whose TLB
+    probe then misses and whose slow path wraps it."""
+    expr = {"d": "D", "b": "R[B]", "bd": "R[B] + D", "bx": "R[B] + R[X] + D",
+            "bxs": "R[B] + R[X] * S + D", "xs": "R[X] * S + D"}[form]
+    return f"({expr}) & 0xFFFFFFFF" if wrap and "+" in expr else expr
 
 
 def _flags_store(fo: int) -> str:
@@ -180,7 +182,7 @@ def _generate(key: tuple) -> list[str]:
     name, ops, form, live, cc, extra = key
     src = _Source()
     if form:
-        src.emit(f"a = {_address(form)}")
+        src.emit(f"a = {_address(form, wrap=name == 'lea')}")
     if name == "mov":
         src.read(ops, 1, "v")
         src.write(ops, 0, "v")
@@ -431,7 +433,9 @@ def _address_form(op, values: dict) -> str | None:
     32-bit addressing), its numbers in `values`."""
     if op.seg >= 4:
         return None             # FS/GS: a base and a limit check (the compiled tiers)
-    disp = op.disp & 0xFFFFFFFF
+    # Signed: an unwrapped address (_address) with a negative displacement
+    # must not carry past 2^32.  An absolute address is the unsigned one.
+    disp = (op.disp + 0x80000000 & 0xFFFFFFFF) - 0x80000000
     values["D"] = disp
     base, index = op.base, op.index
     if base >= 0:
@@ -444,6 +448,7 @@ def _address_form(op, values: dict) -> str | None:
         return "bx" if op.scale == 1 else "bxs"
     if base >= 0:
         return "bd" if disp else "b"
+    values["D"] = disp & 0xFFFFFFFF
     return "d"
 
 

@@ -211,6 +211,26 @@ def test_code_written_by_a_loop_block_runs_in_its_next_iteration():
     assert cpu.regs[3] == (0x11111111 + sum(range(1, 199))) & 0xFFFFFFFF
 
 
+def test_a_region_is_entered_at_its_nodes_from_outside():
+    # The first loop's region takes in the routine it calls (which has not
+    # grown hot alone: it is shorter than the loop).  The second loop, on
+    # another page, calls the same routine: it enters the region there
+    # rather than growing a block of its own into a second region.
+    head = ("mov ecx, 200\nl: call f\nadd ebx, eax\nxor edx, ebx\nadd edi, edx\ndec ecx\n"
+            "jnz l\nmov ecx, 200\njmp 0x2000\n")
+    routine = CODE + len(asm(head.replace("call f", "call $"), base=CODE))
+    cpu, _ = run_both(head + "f: lea eax, [ecx + 1]\nret",
+                      {0x2000: f"m: call {routine:#x}\nadd esi, eax\ndec ecx\njnz m\nhlt"})
+    assert cpu.regs[6] == sum(range(2, 202))
+    region = region_holding(cpu, routine, CODE + 5)
+    assert region is not None and routine in {eip for _, eip in region.nodes}
+    entry = cpu.blocks.current[routine]
+    assert entry.nodes == () and entry.fn.func is region.fn
+    # No second region (or hot block) holds the routine.
+    assert [block for block in cpu.blocks.current.values()
+            if block.nodes is not None and routine in {eip for eip, _ in block.insns}] == [region]
+
+
 def test_compiled_blocks_are_shared_between_cpus():
     from x86core import blocks
     blocks.clear_recipes()
