@@ -231,6 +231,17 @@ def test_a_region_is_entered_at_its_nodes_from_outside():
             if block.nodes is not None and routine in {eip for eip, _ in block.insns}] == [region]
 
 
+def test_a_second_access_of_an_instruction_probes_its_own_page():
+    # BOUND reads its upper bound at address + 4, an expression: hot code
+    # must probe the TLB with the page of the whole sum (here 0x30 + 4 is
+    # on page 0, while page 0x34 - what `(a + 4) & 0xFFFFFFFF >> 12` would
+    # probe - is in the TLB too and holds zeros there).
+    cpu, _ = run_both("mov eax, [0x34000]\nmov dword [0x30], 0\nmov dword [0x34], 1000\n"
+                      "mov ecx, 500\n"
+                      "l: bound ecx, [0x30]\ninc ebx\ndec ecx\njnz l\nhlt")
+    assert cpu.regs[3] == 500
+
+
 def test_compiled_blocks_are_shared_between_cpus():
     from x86core import blocks
     blocks.clear_recipes()
