@@ -55,6 +55,9 @@ _SETCC = {f"set{c}": n for n, c in enumerate(_CCS)}
 _CMOV = {f"cmov{c}": n for n, c in enumerate(_CCS)}
 # Flag producers a following Jcc is fused into.
 _FUSABLE = frozenset(_ALU_OPS) | {"inc", "dec"}
+# The shapes whose code depends on whether their flags are observed; for
+# the others (MOV, LEA, PUSH ...) one shape serves, one factory compiled.
+_WRITES_FLAGS = _FUSABLE | _SHIFTS | {"neg", "mul", "imul"}
 
 
 class _Source:
@@ -607,7 +610,7 @@ def plan_block(insns: list[tuple[int, Instruction]], liveness) -> tuple | None:
                 continue
         if key[0] == "nop":
             continue            # nothing to run: counted with the block
-        if not live[index]:
+        if not live[index] and key[0] in _WRITES_FLAGS:
             key = (*key[:3], False, *key[4:])
         steps.append((key, values, index))
     # Blocks end at their first branch: when the prefix kept it, the last

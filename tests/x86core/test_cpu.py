@@ -78,3 +78,20 @@ def test_fwait_faults_only_with_ts_and_mp(cr0_bits, expected):
     cpu = CPU(1 << 20)
     cpu.cr0 |= cr0_bits
     assert _first_exception(cpu, "fwait") == expected
+
+
+def test_no_full_collection_while_the_cpu_runs_and_the_collector_restored_after():
+    import gc
+    seen = []
+    cpu = CPU(1 << 20)
+    cpu.io.register(0x80, write=lambda port, size, value: seen.append(gc.get_threshold()))
+    before = gc.get_threshold()
+    run(cpu, "out 0x80, al")
+    assert seen and seen[0][:2] == before[:2] and seen[0][2] > 1 << 20
+    assert gc.get_threshold() == before
+    # Also when the run ends in an exception nobody takes.
+    cpu = CPU(1 << 20)
+    cpu.load_flat_segments()
+    cpu.mem.load(0x1000, asm("ud2", base=0x1000))
+    cpu.eip = 0x1000
+    assert cpu.run(100) == "exception" and gc.get_threshold() == before
