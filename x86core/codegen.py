@@ -283,7 +283,11 @@ class Emitter:
         self.uses_flags = True
         if self.known is not None and self.known[0] in F.CARRY_SOURCES:
             return F.CARRY_SOURCES[self.known[0]]
-        return "CARRY(fo, fr, fa, fb)"
+        # A producer not known here (a node's start): inline for the two
+        # kinds that come before INC, DEC, ADC and SBB most often (a CMP or
+        # SUB, a logic op), a call for the rest.
+        return (f"({F.CARRY_SOURCES[F.K_SUB]} if fo & 15 == {F.K_SUB} else "
+                f"{F.CARRY_SOURCES[F.K_LOGIC]} if fo & 15 == {F.K_LOGIC} else CARRY(fo, fr, fa, fb))")
 
     def all_flags(self) -> str:
         self.uses_flags = True
