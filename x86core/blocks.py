@@ -77,7 +77,7 @@ _CONDITIONAL = frozenset({f"j{c}" for c in CONDS} | {"loop", "loope", "loopne", 
 # as fast locals, while compile() never sees the long list.
 _RUNTIME_NAMES = (
     "cpu R M W32 TRG TWG TR TW U16 U64 P16 P64 RS WS RA WA SB SS_ CARRY FLAGS COND PARITY "
-    "CPUException EF CLD STD CLI STI HLT LOADSEG POPF CPUID RDTSC PORT_IN PORT_OUT SYSTEM "
+    "CPUException CLD STD CLI STI HLT LOADSEG POPF CPUID RDTSC PORT_IN PORT_OUT SYSTEM "
     "RDMSR WRMSR READ_CR WRITE_CR READ_DR WRITE_DR FARJMP FARCALL FARRET IRET DIVERR "
     "SOFTINT SOFTINT_SYNCED TRAP FAULT SMAX SWMAX CHK RD1 RD2 RD4 RD8 WR1 WR2 WR4 WR8"
 ).split()
@@ -206,7 +206,7 @@ def _runtime(cpu) -> dict:
         cpu, cpu.regs, M, W32, tr_get, tw_get, tlb_r, tlb_w,
         unpack[2], unpack[8], pack[2], pack[8], read_slow, write_slow, read_any, write_any,
         cpu.seg_base, cpu.seg_sel, F.carry, F.eval_flags, F.condition, F.PARITY, CPUException,
-        h.eflags, h.cld, h.std, h.cli, h.sti, h.hlt, h.load_segment, h.popf, cpu.cpuid,
+        h.cld, h.std, h.cli, h.sti, h.hlt, h.load_segment, h.popf, cpu.cpuid,
         h.rdtsc, h.port_in, h.port_out, h.system, h.rdmsr, h.wrmsr, h.read_cr, h.write_cr,
         h.read_dr, h.write_dr, h.far_jump, h.far_call, h.far_ret, h.iret, h.divide_error,
         h.software_interrupt, _software_interrupt_synced, h.trap, h.fault,

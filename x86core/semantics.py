@@ -766,9 +766,9 @@ def pushf(em, insn):
     size = insn.opsize // 8
     if em.cpl == 3 and not em.flat:
         # In V86 mode PUSHF is IOPL-sensitive (SDM PUSHF): #GP(0) below IOPL 3.
-        em.emit("if EF() & 0x20000 and EF() & 0x3000 != 0x3000: raise FAULT(13)")
+        em.emit("if cpu.eflags & 0x20000 and cpu.eflags & 0x3000 != 0x3000: raise FAULT(13)")
     # VM and RF are never copied to the stack image (SDM PUSHF).
-    push(em, size, f"(EF() | {em.all_flags()}) & {MASKS[size] & ~0x30000:#x}")
+    push(em, size, f"(cpu.eflags | {em.all_flags()}) & {MASKS[size] & ~0x30000:#x}")
 
 
 @semantics("popf", "popfw")
@@ -963,7 +963,7 @@ def string(em, insn):
     asize = insn.adsize // 8
     em.regs_read.update((1, 2, 6, 7))       # ECX, EDX (INS/OUTS port), ESI, EDI
     step = em.new("d")
-    em.emit(f"{step} = -{size} if EF() & {F.DF:#x} else {size}")
+    em.emit(f"{step} = -{size} if cpu.eflags & {F.DF:#x} else {size}")
     rep = insn.rep if name not in ("lods",) or insn.rep else 0
     ind = 0
     count = "r1" if asize == 4 else "(r1 & 0xFFFF)"

@@ -21,9 +21,6 @@ class Helpers:
         self.cpu = cpu
 
     # -- EFLAGS ----------------------------------------------------------------------
-    def eflags(self) -> int:
-        return self.cpu.eflags
-
     def cld(self):
         self.cpu.eflags &= ~F.DF
 
