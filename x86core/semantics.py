@@ -235,6 +235,21 @@ def adc(em, insn):
 def incdec(em, insn):
     (dst,) = insn.operands
     size = dst.size
+    kind = F.K_INC if insn.mnemonic == "inc" else F.K_DEC
+    if dst.kind == REG and size == 4:
+        # As alu_reg32: one line, no temporaries.  CF goes into fb first,
+        # while fo fr fa fb are still the flags before.
+        d = em.reg(4, dst.reg)
+        em.regs_written.add(dst.reg)
+        step = "+" if kind == F.K_INC else "-"
+        if em.flags_live:
+            em.uses_flags = True
+            em.emit(f"fb = {em.carry()}; fa = {d}; {d} = fr = (fa {step} 1) & 0xffffffff; "
+                    f"fo = {kind | 4 << 4}")
+        else:
+            em.emit(f"{d} = ({d} {step} 1) & 0xffffffff")
+        em.known = (kind, 4)
+        return
     place = em.operand(dst, insn)
     a = place.get()
     r = em.new("r")
