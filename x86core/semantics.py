@@ -267,6 +267,16 @@ def incdec(em, insn):
 @semantics("neg")
 def neg(em, insn):
     (dst,) = insn.operands
+    if dst.kind == REG and dst.size == 4:
+        d = em.reg(4, dst.reg)          # as alu_reg32: one line, no temporaries
+        em.regs_written.add(dst.reg)
+        if em.flags_live:
+            em.uses_flags = True
+            em.emit(f"fa = {d}; {d} = fr = -fa & 0xffffffff; fb = 0; fo = {F.K_NEG | 4 << 4}")
+        else:
+            em.emit(f"{d} = -{d} & 0xffffffff")
+        em.known = (F.K_NEG, 4)
+        return
     place = em.operand(dst, insn)
     a = place.get()
     r = em.new("r")
