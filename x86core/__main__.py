@@ -64,6 +64,8 @@ def _process(args, path: str, argv: list[str]):
     except OSError as e:
         raise SystemExit(_fail(f"{path}: {e.strerror or e}"))
     except ELFError as e:
+        if args.base is not None:     # a flat binary: its load address, not its format
+            raise SystemExit(_fail(f"{path}: cannot load at --base {args.base:#x}: {e}"))
         raise SystemExit(_fail(f"{path}: malformed ELF: {e}"))
 
 

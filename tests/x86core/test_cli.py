@@ -75,6 +75,14 @@ def test_run_flat_binary_with_base(tmp_path):
     assert out.returncode == 7 and out.stderr == b""
 
 
+def test_flat_binary_at_a_bad_base_is_a_clean_error(tmp_path):
+    f = tmp_path / "exit7.bin"
+    f.write_bytes(bytes.fromhex("b8 01 00 00 00 bb 07 00 00 00 cd 80"))
+    out = run_cli("run", "--base", "0x1000", str(f))
+    assert out.returncode == 2 and b"Traceback" not in out.stderr
+    assert b"cannot load at --base 0x1000" in out.stderr and b"ELF" not in out.stderr
+
+
 def test_trace_prints_each_instruction():
     prog = next(p for p in PROGRAMS if p.name == "args")
     out = run_cli("run", "--trace", "--stats", str(prog.path))
