@@ -349,8 +349,9 @@ class BlockCache:
         with nothing known: a jump into its middle from outside (a return
         to a call site, a branch from another region) runs the region's
         code there instead of a block of its own that would grow hot and
-        compile the same instructions again as a second region.  A node
-        whose EIP already starts a region of its own keeps it."""
+        compile the same instructions again as a second region.  An EIP
+        that hot code already holds (a region's own entry, a node of another
+        region, a hot block) keeps it."""
         page, base = region.phys & ~0xFFF, lin - region.nodes[0][1]
         current = self.current
         for k, eip in region.nodes[1:]:

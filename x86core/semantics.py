@@ -188,25 +188,32 @@ def alu_reg32(em, insn, kind):
     """The common case in one line and no temporaries: a 32-bit register
     destination, whose inputs go straight into the flag locals."""
     dst, src = insn.operands
-    d = em.reg(4, dst.reg)
     b = em.read(src, insn)          # a memory source is loaded (and may fault) first
     name = insn.mnemonic
     op = {"add": "+", "sub": "-", "cmp": "-", "and": "&", "or": "|", "xor": "^", "test": "&"}[name]
-    writes = name not in ("cmp", "test")
-    live = em.flags_live
+
+    def result(x: str, y: str) -> str:
+        return f"({x} {op} {y}) & 0xffffffff" if op in "+-" else f"{x} {op} {y}"
+    _reg32(em, dst.reg, kind, result, b, writes=name not in ("cmp", "test"))
+
+
+def _reg32(em, reg: int, kind: int, result, b: str = "0", writes: bool = True) -> None:
+    """An operation on a 32-bit register in one line, no temporaries:
+    result(x, y) is its value from the register x and the second input y
+    (`b`, already read); with its flags live the inputs go straight into
+    fa and fb (fb first: `b` may read the flags before, as INC's carry
+    does), the value into fr and the register."""
+    d = em.reg(4, reg)
     em.known = (kind, 4)
-    if not live:
+    if writes:
+        em.regs_written.add(reg)
+    if not em.flags_live:
         if writes:
-            em.regs_written.add(dst.reg)
-            em.emit(f"{d} = ({d} {op} {b}) & 0xffffffff" if op in "+-" else f"{d} = {d} {op} {b}")
+            em.emit(f"{d} = {result(d, b)}")
         return
     em.uses_flags = True
-    result = "(fa {} fb) & 0xffffffff".format(op) if op in "+-" else f"fa {op} fb"
-    if writes:
-        em.regs_written.add(dst.reg)
-        em.emit(f"fa = {d}; fb = {b}; {d} = fr = {result}; fo = {kind | 4 << 4}")
-    else:
-        em.emit(f"fa = {d}; fb = {b}; fr = {result}; fo = {kind | 4 << 4}")
+    into = f"{d} = fr" if writes else "fr"
+    em.emit(f"fb = {b}; fa = {d}; {into} = {result('fa', 'fb')}; fo = {kind | 4 << 4}")
 
 
 @semantics("adc", "sbb")
@@ -237,18 +244,10 @@ def incdec(em, insn):
     size = dst.size
     kind = F.K_INC if insn.mnemonic == "inc" else F.K_DEC
     if dst.kind == REG and size == 4:
-        # As alu_reg32: one line, no temporaries.  CF goes into fb first,
-        # while fo fr fa fb are still the flags before.
-        d = em.reg(4, dst.reg)
-        em.regs_written.add(dst.reg)
         step = "+" if kind == F.K_INC else "-"
-        if em.flags_live:
-            em.uses_flags = True
-            em.emit(f"fb = {em.carry()}; fa = {d}; {d} = fr = (fa {step} 1) & 0xffffffff; "
-                    f"fo = {kind | 4 << 4}")
-        else:
-            em.emit(f"{d} = ({d} {step} 1) & 0xffffffff")
-        em.known = (kind, 4)
+        # INC and DEC keep CF: the carry of the flags before, into fb.
+        _reg32(em, dst.reg, kind, lambda x, _: f"({x} {step} 1) & 0xffffffff",
+               em.carry() if em.flags_live else "0")
         return
     place = em.operand(dst, insn)
     a = place.get()
@@ -268,14 +267,7 @@ def incdec(em, insn):
 def neg(em, insn):
     (dst,) = insn.operands
     if dst.kind == REG and dst.size == 4:
-        d = em.reg(4, dst.reg)          # as alu_reg32: one line, no temporaries
-        em.regs_written.add(dst.reg)
-        if em.flags_live:
-            em.uses_flags = True
-            em.emit(f"fa = {d}; {d} = fr = -fa & 0xffffffff; fb = 0; fo = {F.K_NEG | 4 << 4}")
-        else:
-            em.emit(f"{d} = -{d} & 0xffffffff")
-        em.known = (F.K_NEG, 4)
+        _reg32(em, dst.reg, F.K_NEG, lambda x, _: f"-{x} & 0xffffffff")
         return
     place = em.operand(dst, insn)
     a = place.get()
