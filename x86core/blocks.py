@@ -79,12 +79,12 @@ _RUNTIME_NAMES = (
     "cpu R M W32 TRG TWG TR TW U16 U64 P16 P64 RS WS RA WA SB SS_ CARRY FLAGS COND PARITY "
     "CPUException CLD STD CLI STI HLT LOADSEG POPF CPUID RDTSC PORT_IN PORT_OUT SYSTEM "
     "RDMSR WRMSR READ_CR WRITE_CR READ_DR WRITE_DR FARJMP FARCALL FARRET IRET DIVERR "
-    "SOFTINT SOFTINT_SYNCED TRAP FAULT SMAX SWMAX CHK RD1 RD2 RD4 RD8 WR1 WR2 WR4 WR8"
+    "SOFTINT SOFTINT_SYNCED TRAP FAULT SMAX SWMAX CHK RD1 RD2 RD4 RD8 WR1 WR2 WR4 WR8 PV NOPAGE"
 ).split()
 # Bound as parameter defaults when the block's source names them.
 _FAST_NAMES = frozenset("cpu R M W32 TRG TWG TR TW U16 U64 P16 P64 RS WS RA WA SB CARRY COND "
                         "PARITY CHK SMAX SWMAX RUNS SMC BUDGET PCS RD1 RD2 RD4 RD8 WR1 WR2 WR4 "
-                        "WR8".split())
+                        "WR8 PV NOPAGE".split())
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Hot code that writes memory (and so perhaps code) names one of these.
 _STORES = re.compile(r"TWG\(|TW\[|WS\(|WA\(|WR\d\(|PORT_")
@@ -211,7 +211,12 @@ def _runtime(cpu) -> dict:
         h.read_dr, h.write_dr, h.far_jump, h.far_call, h.far_ret, h.iret, h.divide_error,
         h.software_interrupt, _software_interrupt_synced, h.trap, h.fault,
         cpu.seg_max_read, cpu.seg_max_write, cpu.check_segment,
-        rd1, rd2, rd4, rd8, wr1, wr2, wr4, wr8)))
+        rd1, rd2, rd4, rd8, wr1, wr2, wr4, wr8, cpu.mem.dword_pages, _NOPAGE)))
+
+
+# The stack page of a frame that cannot be indexed directly (not in the TLB,
+# ESP unaligned): every index raises IndexError, to the slow path.
+_NOPAGE = memoryview(bytearray()).cast("I")
 
 
 class Block:
@@ -755,6 +760,7 @@ class BlockCache:
         for node in nodes:
             first_line = len(em.lines)
             em.known = None         # a node may be entered from anywhere
+            em.forget_frame()
             live = _flag_liveness([i for _, i in node])
             exit_expr = None
             branch = None           # (condition, target, fall-through) of a static exit
@@ -763,10 +769,7 @@ class BlockCache:
                 line0 = len(em.lines)
                 em.index = index
                 em.flags_live = live[pos]
-                # Temporaries are numbered afresh for each instruction: what
-                # was known about an earlier one's names is gone.
-                em.tmp = 0
-                em.checked = {}
+                em.begin_instruction(insn)
                 if not run_left and not compact and em.flat and em.stack32:
                     run_left = _stack_run(em, node, pos)
                     run_from = len(em.lines)
@@ -779,6 +782,7 @@ class BlockCache:
                 sync = insn.mnemonic in SYNC or _far_transfer(insn)
                 if sync:
                     em.synced = True
+                    em.forget_frame()
                     em.emit(f"SYNC_OUT {eip}")
                 result = SEMANTICS[insn.mnemonic](em, insn)
                 if sync and result is None:

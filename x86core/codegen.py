@@ -43,6 +43,34 @@ PARTIAL_FLAG_WRITERS = frozenset({
 })
 
 
+def _signed(disp: int) -> int:
+    return (disp + 0x80000000 & 0xFFFFFFFF) - 0x80000000
+
+
+def _in_frame(op) -> bool:
+    """A dword at ESP + 4k in the page's reach (see Emitter._frame_slot)."""
+    return op.base == 4 and op.index < 0 and op.size == 4 and 0 <= _signed(op.disp) < 4096 \
+        and not op.disp & 3
+
+
+class _Written(set):
+    """Emitter.regs_written, counting the writes of ESP into `esp`."""
+
+    def __init__(self, esp: list):
+        super().__init__()
+        self.esp = esp
+
+    def add(self, n: int) -> None:
+        if n == 4:
+            self.esp[0] += 1
+        super().add(n)
+
+    def update(self, *sets) -> None:
+        for regs in sets:
+            for n in regs:
+                self.add(n)
+
+
 class Unsupported(Exception):
     """An instruction the executor does not implement yet: #UD at run time."""
 
@@ -62,11 +90,18 @@ class Emitter:
         self.line_insn: list[int] = []    # instruction index of each body line
         self.index = 0
         self.regs_read: set[int] = set()
-        self.regs_written: set[int] = set()
+        # ESP's writes are counted (self._esp): the stack page found for a
+        # frame (_frame_slot) holds until the next one.
+        self._esp = [0]
+        self.regs_written: set[int] = _Written(self._esp)
         self.uses_flags = False
         self.tmp = 0
         self.known = None                 # (kind, size) of the flags producer, if known here
         self.checked: dict[str, tuple[int, str]] = {}   # address local -> (segment, offset local)
+        self.frames: dict[str, tuple[int, int]] = {}    # address local -> (dword at ESP + 4k: k, ESP's count)
+        self.frame_pages: dict[str, int] = {}           # sp_q, sp_r, sp_w -> ESP's count when found
+        self.guard_lines: dict[str, int] = {}           # sp_q, sp_r, sp_w -> its blank line here
+        self.insn_esp = 0
         self.flags_live = True
         self.synced = False               # some instruction calls into the CPU (SYNC_OUT)
 
@@ -79,6 +114,33 @@ class Emitter:
         """Put the lines emitted since `start` inside the block opened just before."""
         for i in range(start, len(self.lines)):
             self.lines[i] = "    " * levels + self.lines[i]
+
+    def begin_instruction(self, insn: Instruction) -> None:
+        """Temporaries are numbered afresh for each instruction: what was
+        known about an earlier one's names is gone (the stack pages found
+        stay, while ESP does).  An instruction with a dword operand in a
+        stack frame gets blank lines where its stack page's probe goes if
+        one of its accesses needs it (_frame_slot): filled later, they keep
+        the line numbers the instruction's code takes."""
+        self.tmp = 0
+        self.checked = {}
+        self.frames = {}
+        self.insn_esp = esp = self._esp[0]
+        self.guard_lines = {}
+        if self.compact or not self.flat or insn.adsize != 32 or not any(
+                op.kind == MEM and _in_frame(op) for op in insn.operands):
+            return
+        for name in ("sp_q", "sp_r", "sp_w"):
+            if self.frame_pages.get(name) != esp:
+                self.guard_lines[name] = len(self.lines)
+                self.emit("")
+                if name != "sp_q":
+                    self.emit("")
+
+    def forget_frame(self) -> None:
+        """ESP may have changed behind the emitter's back (a node's start,
+        which may be entered from anywhere; a call into the CPU)."""
+        self._esp[0] += 1
 
     def new(self, stem: str = "t") -> str:
         self.tmp += 1
@@ -137,7 +199,7 @@ class Emitter:
             else:
                 # Unwrapped, a negative displacement stays negative: added as
                 # 2^32 - d it would carry every address past 2^32 (a miss).
-                disp = op.disp if adsize == 16 else (op.disp + 0x80000000 & 0xFFFFFFFF) - 0x80000000
+                disp = op.disp if adsize == 16 else _signed(op.disp)
                 parts.append(str(disp))
         expr = " + ".join(parts).replace("+ -", "- ")
         if adsize == 16:
@@ -176,7 +238,14 @@ class Emitter:
 
     def address(self, op, insn: Instruction, once: bool = False) -> str:
         unwrapped = self.flat and op.seg not in (4, 5) and insn.adsize == 32 and not self.compact
-        return self.linear(op.seg, self.offset(op, insn.adsize, wrap=not unwrapped), once)
+        offset = self.offset(op, insn.adsize, wrap=not unwrapped)
+        if unwrapped and _in_frame(op):
+            # In a stack frame (_frame_slot): used once, only the slow path
+            # computes the address.
+            a = offset if once else self.linear(op.seg, offset)
+            self.frames[a] = (_signed(op.disp) >> 2, self._esp[0])
+            return a
+        return self.linear(op.seg, offset, once)
 
     def load(self, a: str, size: int, into: str | None = None) -> str:
         """Emit a read of `size` bytes at `a`; the local holding it (`into`
@@ -185,6 +254,11 @@ class Emitter:
         v = into or self.new("v")
         if self.compact:
             self.emit(f"{v} = RD{size}({a})")
+            return v
+        slot = self._frame_slot(a, False) if size == 4 else None
+        if slot is not None:
+            self.emit(f"try: {v} = {slot}")
+            self.emit(f"except IndexError: {v} = RA({a}, 4)")
             return v
         a = self._named(a)
         # The TLB probe is a subscript: a miss raises KeyError, which costs
@@ -210,6 +284,12 @@ class Emitter:
         if self.compact:
             self.emit(f"WR{size}({a}, {expr})")
             return
+        if size == 4:
+            slot = self._frame_slot(a, True)
+            if slot is not None:
+                self.emit(f"try: {slot} = {expr}")
+                self.emit(f"except IndexError: WA({a}, 4, {expr})")
+                return
         a = self._named(a)
         if size == 1:
             self.emit(f"try: M[TW[{a} >> 12] | {a} & 0xFFF] = {expr}")
@@ -227,6 +307,34 @@ class Emitter:
             pk = {2: "P16", 8: "P64"}[size]
             self.emit(f"try: {pk}(M, TW[{a} >> 12] | {a} & 0xFFF, {expr})", 1)
         self.emit(f"except KeyError: {slow}", 1)
+
+    def _frame_slot(self, a: str, write: bool) -> str | None:
+        """The dword at `a` = ESP + 4k as `sp_r[sp_q + k]` (sp_w for a
+        write), or None.  A stack frame is addressed from ESP over and over
+        between two changes of ESP: the TLB probe is made once, where the
+        first such access's instruction starts (which puts ESP's page's
+        dwords in sp_r, or sp_w, and ESP's dword index in it in sp_q), and
+        each access is one index.  A frame running off the page, a page not
+        in the TLB and an unaligned ESP raise IndexError into the slow path,
+        which reads, writes or faults as the inline probe's miss would."""
+        slot = self.frames.get(a)
+        if slot is None or slot[1] != self._esp[0]:
+            return None
+        k, esp = slot
+        page = "sp_w" if write else "sp_r"
+        if self.frame_pages.get(page) != esp:
+            if esp != self.insn_esp or page not in self.guard_lines:
+                return None         # ESP moved earlier in this instruction
+            if self.frame_pages.get("sp_q") != esp:
+                self.lines[self.guard_lines["sp_q"]] = "sp_q = (r4 & 0xFFF) >> 2"
+                self.frame_pages["sp_q"] = esp
+            at = self.guard_lines[page]
+            tlb = "TW" if write else "TR"
+            self.lines[at] = f"try: {page} = PV[{tlb}[r4 >> 12]] if not r4 & 3 else NOPAGE"
+            self.lines[at + 1] = f"except KeyError: {page} = NOPAGE"
+            self.frame_pages[page] = esp
+            self.regs_read.add(4)
+        return f"{page}[sp_q + {k}]" if k else f"{page}[sp_q]"
 
     def _named(self, a: str) -> str:
         """An address expression in a local of its own (it is used several

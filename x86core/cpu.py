@@ -248,6 +248,7 @@ class CPU:
         if ppn not in mem.device_pages and phys + 4096 <= mem.size:
             vpn = lin >> PAGE_SHIFT
             self.tlb_r[vpn] = phys
+            mem.enter_page(phys)
             if write and not self.blocks.holds_code(ppn):
                 self.tlb_w[vpn] = phys
         return phys

@@ -76,6 +76,10 @@ class PhysicalMemory:
         # The same bytes as dwords (host order, which is x86's on the hosts
         # we run on): one index per aligned 32-bit access in compiled code.
         self.view32 = self.view.cast("I") if sys.byteorder == "little" else _Dwords(self.view)
+        # A RAM page's dwords as a view of their own, by the page's physical
+        # base (see enter_page): compiled code indexes a stack frame in it,
+        # where running off the page's end raises IndexError.
+        self.dword_pages: dict[int, memoryview] = {}
         self.regions: list[tuple[int, int, Device]] = []
         self.device_pages: set[int] = set()     # page numbers never cached in a TLB
         # Pages holding compiled code, and whom to tell when one is written
@@ -113,6 +117,13 @@ class PhysicalMemory:
             if start <= addr < end:
                 return start, device
         return None
+
+    def enter_page(self, phys: int) -> None:
+        """Give the RAM page at `phys` its view in dword_pages (a CPU does
+        when it enters the page in its TLB).  A big-endian host has none:
+        compiled code then takes the slow path for frame accesses."""
+        if phys not in self.dword_pages and isinstance(self.view32, memoryview):
+            self.dword_pages[phys] = self.view32[phys >> 2:(phys >> 2) + 1024]
 
     # -- access through hooks (the slow path) -------------------------------
     def read(self, addr: int, size: int) -> int:

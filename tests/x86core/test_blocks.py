@@ -289,7 +289,11 @@ _stack = st.one_of(
         lambda regs: st.permutations(regs).map(
             lambda out: "\n".join([f"push {r}" for r in regs] + ["push 0x1234", "pop edx"]
                                   + [f"pop {r}" for r in out]))))
-_simple = st.one_of(_alu, _unary, _shift, _memory, _stack)
+# The frame above ESP (in a routine, above its return address).
+_frame = st.builds(lambda k, r, store: f"mov [esp + {4 * k}], {r}" if store
+                   else f"add {r}, [esp + {4 * k}]",
+                   st.integers(1, 3), st.sampled_from(_REGS), st.booleans())
+_simple = st.one_of(_alu, _unary, _shift, _memory, _stack, _frame)
 
 
 @st.composite
@@ -371,6 +375,82 @@ def test_a_run_of_pops_across_a_page_end_faults_where_one_would(esp):
                      "pop edi\nsub esp, 16\ndec ecx\njnz l\nhlt", 0x7000, esp,
                      "halt" if esp == 0x6FF0 else "stop",
                      lambda cpu: cpu.mem.load(0x6FF0, bytes(range(16))))
+
+
+# A stack frame [ESP + 4k] is probed once per stretch of unchanged ESP in hot
+# code and then indexed in its page's dwords (codegen.Emitter._frame_slot).
+_FRAME_LOOP = ("mov ecx, 300\nmov [0x8ff0], ecx\nl: mov eax, [esp]\nmov ebx, [esp + 8]\n"
+               "add [esp + 12], eax\nmov [esp + 4], ecx\nadd edx, [esp + 12]\ndec ecx\njnz l\n"
+               "mov esi, [esp + 4]\nhlt")
+
+
+@pytest.mark.parametrize("esp,hole", [
+    (0x6FE0, 0x7000),       # the frame inside its page
+    (0x6FF0, 0x7000),       # [esp + 12] the page's last dword
+    (0x6FF4, 0x7000),       # [esp + 12] on the absent page above: #PF there
+    (0x6FF8, 0x7000),       # [esp + 8] on it
+    (0x6FF2, 0x7000),       # ESP unaligned, the frame running onto the absent page
+    (0x6FE2, 0x7000),       # ESP unaligned, all in one page
+    (0x6FF4, 0x9000),       # the frame across two present pages
+    (0x7010, 0x7000),       # ESP's own page absent: #PF at the first access
+])
+def test_a_stack_frame_across_a_page_end_reads_and_faults_where_one_would(esp, hole):
+    expect = "stop" if hole <= esp + 15 and esp < hole + 0x1000 else "halt"
+    _hot_and_stepped(_FRAME_LOOP, hole, esp, expect,
+                     lambda cpu: cpu.mem.load(esp, bytes(range(1, 17))))
+
+
+def test_a_stack_frame_on_a_read_only_page_faults_at_the_write():
+    # The stack page readable but not writable (to ring 0 too: CR0.WP):
+    # reads go through the frame's page, the first write faults with the
+    # state before it.
+    def read_only(cpu):
+        cpu.mem.write(0x101000 + 4 * 6, 4, 0x6000 | 1)
+        cpu.write_cr(0, cpu.cr0 | 0x10000)
+    _hot_and_stepped(_FRAME_LOOP, 0x9000, 0x6F00, "stop", read_only)
+
+
+@pytest.mark.parametrize("text", [
+    # ESP moves between two accesses of one straight run...
+    "l: mov eax, [esp + 8]\nadd esp, 4\nadd ebx, [esp + 8]\nsub esp, 4\nmov [esp + 4], ebx\n",
+    # ... in the instruction itself: POP to memory addresses with ESP already incremented,
+    "l: mov eax, [esp + 8]\npush ecx\npop dword [esp + 4]\nadd ebx, [esp + 4]\n",
+    # PUSH of a frame slot reads through the old ESP,
+    "l: mov eax, [esp + 4]\npush dword [esp + 4]\nadd ebx, [esp]\npop eax\nadd ebx, [esp + 4]\n",
+    # LEAVE, and a register loaded from the frame into ESP.
+    "l: mov ebp, esp\nsub esp, 8\nmov [esp + 4], ecx\nleave\nadd ebx, [esp + 12]\n"
+    "mov [esp + 12], ebx\nmov eax, esp\nmov [esp + 8], eax\nmov esp, [esp + 8]\n"
+    "add ebx, [esp]\n",
+])
+def test_a_stack_frame_follows_esp_as_it_moves(text):
+    def frame(cpu):
+        cpu.mem.load(0x7FF0, bytes(range(1, 33)))
+    run_both("mov ecx, 200\n" + text + "dec ecx\njnz l\nmov esi, [esp + 4]\nhlt",
+             esp=0x7FF0)
+    _hot_and_stepped("mov ecx, 200\n" + text + "dec ecx\njnz l\nmov esi, [esp + 4]\nhlt",
+                     0x20000, 0x7FF0, "halt", frame)
+
+
+def test_a_stack_frame_is_probed_again_in_a_node_entered_from_outside():
+    # `skip` follows the loop's head in the region's code, ESP unchanged
+    # between them, but the second pass enters the region there from
+    # another page with another ESP: the node probes its own frame.
+    head = ("mov ecx, 300\nl: mov eax, [esp + 4]\ntest ecx, 1\njz skip\nadd ebx, [esp + 8]\n"
+            "skip: add ebx, [esp + 4]\ndec ecx\njnz l\ntest edi, edi\njnz done\ninc edi\n"
+            "sub esp, 0x40\nmov dword [esp + 4], 7\nmov ecx, 100\njmp 0x2000\ndone: hlt")
+    skip = CODE + len(asm(head.split("skip:")[0].replace("jz skip", "jz $"), base=CODE))
+    cpu, _ = run_both(head, {0x2000: f"jmp {skip:#x}"})
+    assert cpu.blocks.regions and cpu.regs[4] == 0x8000 - 0x40
+
+
+def test_a_stack_frame_write_into_code_takes_effect():
+    # ESP in the code page: the frame's writes go through the slow path,
+    # which drops the code they overwrite (the MOV's immediate at CODE + 12).
+    text = ("mov ecx, 100\nmov esp, 0x1000\nnop\nl: mov eax, 0\nadd ebx, eax\n"
+            "mov [esp + 12], ecx\ndec ecx\njnz l\nhlt")
+    assert asm(text, base=CODE)[11:16] == asm("mov eax, 0", base=0)
+    cpu, _ = run_both(text)
+    assert cpu.regs[3] == sum(range(2, 101))     # each iteration adds the last one's ECX
 
 
 def test_a_region_the_compiler_cannot_take_falls_back_to_the_block(monkeypatch):
