@@ -25,6 +25,9 @@ DEFINED = ARITH | TF | IF | DF | IOPL | NT | RF | VM | AC | VIF | VIP | ID
 K_ADD = 0       # res = a + b           CF = res < a
 K_ADC = 1       # res = a + b + 1       CF = res <= a
 K_SUB = 2       # res = a - b           CF = a < b
+                # (CMP leaves res unmasked, a - b itself, one operation less:
+                # every reader of res here and in compiled code uses only
+                # res == 0 and its bits, the same in two's complement)
 K_SBB = 3       # res = a - b - 1       CF = a <= b
 K_LOGIC = 4     # CF = OF = 0, AF = 0
 K_INC = 5       # b = CF carried through; OF = res == sign; AF = low nibble wrapped

@@ -202,7 +202,10 @@ def _generate(key: tuple) -> list[str]:
         src.read(ops, 0, "fa")
         src.read(ops, 1, "fb")
         op = _ALU_OPS[name]
-        src.emit(f"fr = (fa {op} fb) & {MASKS[size]:#x}" if op in "+-" else f"fr = fa {op} fb")
+        if name == "cmp":
+            src.emit("fr = fa - fb")        # unmasked: see flags.K_SUB
+        else:
+            src.emit(f"fr = (fa {op} fb) & {MASKS[size]:#x}" if op in "+-" else f"fr = fa {op} fb")
         if name not in ("cmp", "test"):
             src.write(ops, 0, "fr")
         if live:

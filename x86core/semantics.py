@@ -175,7 +175,9 @@ def alu(em, insn):
         b = bv
     r = em.new("r")
     op = {"add": "+", "sub": "-", "cmp": "-", "and": "&", "or": "|", "xor": "^", "test": "&"}[insn.mnemonic]
-    if op in "+-":
+    if insn.mnemonic == "cmp":
+        em.emit(f"{r} = {a} - {b}")         # unmasked: see flags.K_SUB
+    elif op in "+-":
         em.emit(f"{r} = ({a} {op} {b}) & {MASKS[size]:#x}")
     else:
         em.emit(f"{r} = {a} {op} {b}")
@@ -193,6 +195,8 @@ def alu_reg32(em, insn, kind):
     op = {"add": "+", "sub": "-", "cmp": "-", "and": "&", "or": "|", "xor": "^", "test": "&"}[name]
 
     def result(x: str, y: str) -> str:
+        if name == "cmp":
+            return f"{x} - {y}"             # unmasked: see flags.K_SUB
         return f"({x} {op} {y}) & 0xffffffff" if op in "+-" else f"{x} {op} {y}"
     _reg32(em, dst.reg, kind, result, b, writes=name not in ("cmp", "test"))
 
