@@ -899,7 +899,10 @@ class BlockCache:
         if region:
             inlined = _inlined_nodes(nodes, exits, number_of)
 
-            def region_node(number: int, inner: str) -> None:
+            def region_node(number: int, inner: str, top: int) -> None:
+                # `top`: the node whose `if pc ==` holds this code (itself, or
+                # the one it follows in line): a move to a node tested before
+                # it goes round the loop at once (`continue`), past the tests after it.
                 node_lines(number, inner)
                 first, end, count, exit_expr, stops, branch = exits[number]
                 if exit_expr is None:
@@ -912,7 +915,9 @@ class BlockCache:
                 ahead = [] if stops or branch is None else \
                     [number_of.get(b) for b in branch[1:2 if branch[0] == "True" else 3]]
                 if not inlined.intersection(ahead):
-                    moves = _transition(exit_expr, count, stops, branch, number_of)
+                    # (After a store, the code-write test follows the move: no `continue`.)
+                    moves = _transition(exit_expr, count, stops, branch, number_of,
+                                        -1 if stores else top)
                     for line in moves:
                         put(line)
                     if stores and any("pc =" in line for line in moves):
@@ -930,9 +935,9 @@ class BlockCache:
                     if stores:
                         put(f"if SMC[0]: SMC[0] = 0; nx = {eip}; break", ind)
                     if to in inlined:
-                        region_node(to, ind)
+                        region_node(to, ind, top)
                     else:
-                        put(f"pc = {to}", ind)
+                        put(f"pc = {to}" + _round(to, top), ind)
                 put(f"ic += {count}")
                 if taken == "True":
                     go(ahead[0], target, inner)
@@ -950,7 +955,7 @@ class BlockCache:
             for number in range(len(exits)):
                 if number not in inlined:
                     add(f"{indent}if pc == {number}:", firsts[number], 0)
-                    region_node(number, indent + "    ")
+                    region_node(number, indent + "    ", number)
             dispatch = tuple(n for n in range(len(exits)) if n not in inlined)
         else:
             dispatch = ()
@@ -1018,7 +1023,14 @@ def _inlined_nodes(nodes, exits, number_of: dict) -> set[int]:
     return {n for n in range(1, len(exits)) if ways_in[n] == 1}
 
 
-def _transition(exit_expr: str, count: int, stops: bool, branch, number_of: dict) -> list[str]:
+def _round(to: int, top: int) -> str:
+    """After `pc = to` in the code under node top's test: `continue` when
+    node `to` is tested before it (the loop's top is nearer than the tests after)."""
+    return "; continue" if to <= top else ""
+
+
+def _transition(exit_expr: str, count: int, stops: bool, branch, number_of: dict,
+                top: int) -> list[str]:
     """The lines ending a region's node: on to the node its successor
     starts (its number known here for a static branch, looked up in PCS
     for a computed one), or out of the block with `nx`."""
@@ -1031,14 +1043,19 @@ def _transition(exit_expr: str, count: int, stops: bool, branch, number_of: dict
     taken, target, fall = branch
     to, past = number_of.get(target), number_of.get(fall)
     if taken == "True":
-        return [f"ic += {count}; pc = {to}" if to is not None else
+        return [f"ic += {count}; pc = {to}{_round(to, top)}" if to is not None else
                 f"nx = {target}; ic += {count}; break"]
     if to is not None and past is not None:
-        return [f"ic += {count}; pc = {to} if {taken} else {past}"]
+        if to > top and past > top:
+            return [f"ic += {count}; pc = {to} if {taken} else {past}"]
+        return [f"ic += {count}", f"if {taken}: pc = {to}{_round(to, top)}",
+                f"else: pc = {past}{_round(past, top)}"]
     if to is not None:
-        return [f"ic += {count}", f"if {taken}: pc = {to}", f"else: nx = {fall}; break"]
+        return [f"ic += {count}", f"if {taken}: pc = {to}{_round(to, top)}",
+                f"else: nx = {fall}; break"]
     if past is not None:
-        return [f"ic += {count}", f"if not ({taken}): pc = {past}", f"else: nx = {target}; break"]
+        return [f"ic += {count}", f"if not ({taken}): pc = {past}{_round(past, top)}",
+                f"else: nx = {target}; break"]
     return [f"nx = {exit_expr}; ic += {count}; break"]
 
 
