@@ -68,6 +68,7 @@ NONFAULTING = frozenset({
 SYNC = frozenset(SYSTEM) | {"iret", "iretw", "retf"}
 _FAR = frozenset({"jmp", "call"})
 # Conditional branches: both ways stay in a region.
+_SHIFTS = frozenset({"shl", "sal", "shr", "sar"})
 _CONDITIONAL = frozenset({f"j{c}" for c in CONDS} | {"loop", "loope", "loopne", "jcxz", "jecxz"})
 
 
@@ -1143,13 +1144,18 @@ def _flag_liveness(insns: list[Instruction]) -> list[bool]:
         insn = insns[i]
         name = insn.mnemonic
         out[i] = live
-        faults = name not in NONFAULTING or any(o.kind == MEM for o in insn.operands) \
-            or name in SYNC
+        # (LEA and the long NOP name memory without touching it.)
+        faults = name not in NONFAULTING or name in SYNC or \
+            (name not in ("lea", "nop") and any(o.kind == MEM for o in insn.operands))
         # A conditional branch reads the flags (and at the end of a region's
         # node hands them on).
+        # A shift by a constant other than 0 sets every flag (AF cleared, as
+        # processors leave it); by 0 or CL it may keep them all.
+        shifts = name in _SHIFTS and insn.operands[1].kind == IMM and insn.operands[1].imm & 0x1F
         reads = name in FLAG_READERS or name in _CONDITIONAL or \
-            (name in PARTIAL_FLAG_WRITERS and live) or name in SYNC or \
+            (name in PARTIAL_FLAG_WRITERS and live and not shifts) or name in SYNC or \
             (insn.rep and name in ("cmps", "scas"))
-        writes_all = name in FULL_FLAG_WRITERS and not (insn.rep and name in ("cmps", "scas"))
+        writes_all = name in FULL_FLAG_WRITERS and not (insn.rep and name in ("cmps", "scas")) \
+            or bool(shifts)
         live = reads or faults or (live and not writes_all)
     return out

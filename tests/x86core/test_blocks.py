@@ -453,6 +453,30 @@ def test_a_stack_frame_write_into_code_takes_effect():
     assert cpu.regs[3] == sum(range(2, 101))     # each iteration adds the last one's ECX
 
 
+def _decoded(text: str) -> list:
+    from x86core.decoder import decode
+    code, insns, pos = asm(text, base=CODE), [], 0
+    while pos < len(code):
+        insns.append(decode(code, pos))
+        pos += insns[-1].length
+    return insns
+
+
+@pytest.mark.parametrize("between,dead", [
+    ("shl eax, 3", True),           # a shift by a constant sets every flag
+    ("sar dword [0x50000], 31", False),     # ... but its memory access may fault first
+    ("shl eax, 0", False),          # by 0 it keeps them
+    ("shr eax, cl", False),         # by CL perhaps 0
+    ("rol eax, 3", False),          # a rotate sets CF and OF alone
+    ("lea ecx, [eax + ebx * 4]\ncmp ecx, 1", True),   # LEA touches no memory
+    ("mov ecx, [eax]\ncmp ecx, 1", False),            # a load may fault: EFLAGS exact there
+])
+def test_flags_are_dead_only_where_nothing_can_see_them(between, dead):
+    from x86core.blocks import _flag_liveness
+    live = _flag_liveness(_decoded(f"add eax, ebx\n{between}\njz $"))
+    assert live[0] is not dead
+
+
 def test_a_region_the_compiler_cannot_take_falls_back_to_the_block(monkeypatch):
     # An instruction on a path never taken that the code generator refuses
     # (as it would an operand form it does not know): the hot block is
