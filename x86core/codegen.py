@@ -21,7 +21,7 @@ from .exceptions import BR, DE, GP, NM, OF, UD, BP, DB
 
 MASKS = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFFFFFF, 8: 0xFFFFFFFFFFFFFFFF}
 SIGNS = {1: 0x80, 2: 0x8000, 4: 0x80000000}
-ARITH_KIND = {"add": F.K_ADD, "sub": F.K_SUB, "cmp": F.K_SUB,
+ARITH_KIND = {"add": F.K_ADD, "sub": F.K_SUB, "cmp": F.K_CMP,
               "and": F.K_LOGIC, "or": F.K_LOGIC, "xor": F.K_LOGIC, "test": F.K_LOGIC}
 # Instructions that leave all six arithmetic flags defined from scratch.
 FULL_FLAG_WRITERS = frozenset({
@@ -371,7 +371,10 @@ class Emitter:
         if not self.flags_live:
             return
         self.uses_flags = True
-        self.emit(f"fo = {kind | size << 4}; fr = {res}; fa = {a}; fb = {b}")
+        if kind == F.K_CMP:
+            self.emit(f"fo = {kind | size << 4}; fa = {a}; fb = {b}")     # no res (flags.K_CMP)
+        else:
+            self.emit(f"fo = {kind | size << 4}; fr = {res}; fa = {a}; fb = {b}")
 
     def set_flags_dynamic(self, op_expr: str, res: str, a: str, b: str) -> None:
         self.known = None
@@ -394,7 +397,7 @@ class Emitter:
         # A producer not known here (a node's start): inline for the two
         # kinds that come before INC, DEC, ADC and SBB most often (a CMP or
         # SUB, a logic op), a call for the rest.
-        return (f"({F.CARRY_SOURCES[F.K_SUB]} if fo & 15 == {F.K_SUB} else "
+        return (f"({F.CARRY_SOURCES[F.K_SUB]} if fo & 15 == {F.K_CMP} or fo & 15 == {F.K_SUB} else "
                 f"{F.CARRY_SOURCES[F.K_LOGIC]} if fo & 15 == {F.K_LOGIC} else CARRY(fo, fr, fa, fb))")
 
     def all_flags(self) -> str:

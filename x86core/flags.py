@@ -25,9 +25,6 @@ DEFINED = ARITH | TF | IF | DF | IOPL | NT | RF | VM | AC | VIF | VIP | ID
 K_ADD = 0       # res = a + b           CF = res < a
 K_ADC = 1       # res = a + b + 1       CF = res <= a
 K_SUB = 2       # res = a - b           CF = a < b
-                # (CMP leaves res unmasked, a - b itself, one operation less:
-                # every reader of res here and in compiled code uses only
-                # res == 0 and its bits, the same in two's complement)
 K_SBB = 3       # res = a - b - 1       CF = a <= b
 K_LOGIC = 4     # CF = OF = 0, AF = 0
 K_INC = 5       # b = CF carried through; OF = res == sign; AF = low nibble wrapped
@@ -37,6 +34,8 @@ K_RAW = 8       # a = the six arithmetic flags themselves (after POPF, SAHF, MUL
 K_RESULT = 9    # ZF SF PF from res, CF/OF/AF from b's bits (shifts, IMUL ...)
 K_MERGE = 10    # res = the lazy flags before (a tuple, never itself K_MERGE); b's CF and
                 # OF replace theirs (rotates: the old flags are not evaluated to change two)
+K_CMP = 11      # K_SUB whose res is not computed (CMP: nothing else needs a - b, and a
+                # reader of ZF or of the orderings needs only a and b); res is junk
 
 PARITY = bytes(0 if bin(i).count("1") & 1 else PF for i in range(256))
 SIGN = {1: 0x80, 2: 0x8000, 4: 0x80000000}
@@ -52,6 +51,8 @@ def eval_flags(op: int, res: int, a: int, b: int) -> int:
         return eval_flags(*res) & ~(CF | OF) | b & (CF | OF)
     size = op >> 4
     sign = SIGN[size]
+    if kind == K_CMP:
+        kind, res = K_SUB, (a - b) & MASK[size]
     f = PARITY[res & 0xFF]
     if res == 0:
         f |= ZF
@@ -111,7 +112,7 @@ def carry(op: int, res: int, a: int, b: int) -> int:
     kind = op & 15
     if kind == K_ADD:
         return 1 if res < a else 0
-    if kind == K_SUB:
+    if kind == K_SUB or kind == K_CMP:
         return 1 if a < b else 0
     if kind == K_LOGIC:
         return 0
@@ -130,6 +131,7 @@ def carry(op: int, res: int, a: int, b: int) -> int:
 # produced the flags, where it needs no call (the others: carry()).  In the
 # order the threaded tier tests them: most often first.
 CARRY_SOURCES = {
+    K_CMP: "(1 if fa < fb else 0)",
     K_SUB: "(1 if fa < fb else 0)",
     K_LOGIC: "0",
     K_ADD: "(1 if fr < fa else 0)",
@@ -202,6 +204,15 @@ _CONDITION_SOURCES = {
     (K_SUB, 6): "(fa ^ SIGN) < (fb ^ SIGN)",
     (K_SUB, 7): "(fa ^ SIGN) <= (fb ^ SIGN)",
     (K_SUB, 0): "(fa ^ fb) & (fa ^ fr) & SIGN",
+    # after CMP: the same, with a - b where SUB has it in fr
+    (K_CMP, 0): "(fa ^ fb) & (fa ^ (fa - fb)) & SIGN",
+    (K_CMP, 1): "fa < fb",
+    (K_CMP, 2): "fa == fb",
+    (K_CMP, 3): "fa <= fb",
+    (K_CMP, 4): "(fa - fb) & SIGN",
+    (K_CMP, 5): "PARITY[(fa - fb) & 0xFF]",
+    (K_CMP, 6): "(fa ^ SIGN) < (fb ^ SIGN)",
+    (K_CMP, 7): "(fa ^ SIGN) <= (fb ^ SIGN)",
     # after AND/OR/XOR/TEST: CF = OF = 0
     (K_LOGIC, 0): "False",
     (K_LOGIC, 1): "False",

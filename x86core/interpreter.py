@@ -142,12 +142,14 @@ def _flags_store(fo: int) -> str:
 
 def _condition(src: _Source, cc: int, into: str) -> None:
     """Condition cc of the lazy flags into the local `into`: inline after a
-    32-bit SUB/CMP or logic op (most conditions test one), else through
+    32-bit CMP, SUB or logic op (most conditions test one), else through
     flags.condition."""
     src.emit("fo, fr, fa, fb = cpu.lazy")
+    cmp = F.condition_source(cc, F.K_CMP, 4)
     sub = F.condition_source(cc, F.K_SUB, 4)
     logic = F.condition_source(cc, F.K_LOGIC, 4)
-    src.emit(f"if fo == {F.K_SUB | 4 << 4}: {into} = {sub}")
+    src.emit(f"if fo == {F.K_CMP | 4 << 4}: {into} = {cmp}")
+    src.emit(f"elif fo == {F.K_SUB | 4 << 4}: {into} = {sub}")
     src.emit(f"elif fo == {F.K_LOGIC | 4 << 4}: {into} = {logic}")
     src.emit(f"else: {into} = COND({cc}, fo, fr, fa, fb)")
 
@@ -203,13 +205,14 @@ def _generate(key: tuple) -> list[str]:
         src.read(ops, 1, "fb")
         op = _ALU_OPS[name]
         if name == "cmp":
-            src.emit("fr = fa - fb")        # unmasked: see flags.K_SUB
+            if live:
+                src.emit(f"cpu.lazy = ({F.K_CMP | size << 4}, 0, fa, fb)")     # no result
         else:
             src.emit(f"fr = (fa {op} fb) & {MASKS[size]:#x}" if op in "+-" else f"fr = fa {op} fb")
-        if name not in ("cmp", "test"):
-            src.write(ops, 0, "fr")
-        if live:
-            src.emit(_flags_store(ARITH_KIND[name] | size << 4))
+            if name != "test":
+                src.write(ops, 0, "fr")
+            if live:
+                src.emit(_flags_store(ARITH_KIND[name] | size << 4))
         if cc >= 0:
             src.emit(_branch(cc, ARITH_KIND[name], size))
     elif name in ("adc", "sbb"):

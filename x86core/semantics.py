@@ -173,11 +173,12 @@ def alu(em, insn):
         bv = em.new("b")
         em.emit(f"{bv} = {b}")
         b = bv
+    if insn.mnemonic == "cmp":
+        em.set_flags(kind, size, "", a, b)  # flags.K_CMP: no result
+        return
     r = em.new("r")
     op = {"add": "+", "sub": "-", "cmp": "-", "and": "&", "or": "|", "xor": "^", "test": "&"}[insn.mnemonic]
-    if insn.mnemonic == "cmp":
-        em.emit(f"{r} = {a} - {b}")         # unmasked: see flags.K_SUB
-    elif op in "+-":
+    if op in "+-":
         em.emit(f"{r} = ({a} {op} {b}) & {MASKS[size]:#x}")
     else:
         em.emit(f"{r} = {a} {op} {b}")
@@ -195,8 +196,6 @@ def alu_reg32(em, insn, kind):
     op = {"add": "+", "sub": "-", "cmp": "-", "and": "&", "or": "|", "xor": "^", "test": "&"}[name]
 
     def result(x: str, y: str) -> str:
-        if name == "cmp":
-            return f"{x} - {y}"             # unmasked: see flags.K_SUB
         return f"({x} {op} {y}) & 0xffffffff" if op in "+-" else f"{x} {op} {y}"
     _reg32(em, dst.reg, kind, result, b, writes=name not in ("cmp", "test"))
 
@@ -216,6 +215,9 @@ def _reg32(em, reg: int, kind: int, result, b: str = "0", writes: bool = True) -
             em.emit(f"{d} = {result(d, b)}")
         return
     em.uses_flags = True
+    if kind == F.K_CMP:
+        em.emit(f"fb = {b}; fa = {d}; fo = {kind | 4 << 4}")      # no result (flags.K_CMP)
+        return
     into = f"{d} = fr" if writes else "fr"
     em.emit(f"fb = {b}; fa = {d}; {into} = {result('fa', 'fb')}; fo = {kind | 4 << 4}")
 

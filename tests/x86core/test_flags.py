@@ -61,6 +61,10 @@ def reference(kind: str, size: int, a: int, b: int, carry_in: int) -> tuple[int,
         f |= F.OF if not fits(signed(a, size) - signed(b, size) - c, size) else 0
         op = (F.K_SBB if c else F.K_SUB) | size << 4
         return f, op, res, a, b
+    if kind == "cmp":
+        # K_CMP records no result: junk where SUB has a - b must not matter.
+        f, _, res, a, b = reference("sub", size, a, b, 0)
+        return f, F.K_CMP | size << 4, res ^ 0x5A5A5A5A, a, b
     if kind in ("and", "or", "xor"):
         res = {"and": a & b, "or": a | b, "xor": a ^ b}[kind]
         # CF = OF = 0; AF is undefined and the executor clears it (as QEMU does).
@@ -127,7 +131,8 @@ def operand(size):
 
 @st.composite
 def operation(draw):
-    kind = draw(st.sampled_from(["add", "adc", "sub", "sbb", "and", "or", "xor", "inc", "dec", "neg"]))
+    kind = draw(st.sampled_from(["add", "adc", "sub", "sbb", "cmp", "and", "or", "xor", "inc", "dec",
+                                 "neg"]))
     size = draw(st.sampled_from(SIZES))
     return kind, size, draw(operand(size)), draw(operand(size)), draw(st.integers(0, 1))
 
@@ -161,8 +166,8 @@ def test_merged_flags(op, cf, of):
 
 
 def test_exhaustive_8bit_add_sub():
-    """Every 8-bit ADD/SUB/ADC/SBB input pair, through every lazy path."""
-    for kind in ("add", "sub", "adc", "sbb"):
+    """Every 8-bit ADD/SUB/ADC/SBB/CMP input pair, through every lazy path."""
+    for kind in ("add", "sub", "adc", "sbb", "cmp"):
         for a in range(256):
             for b in range(0, 256, 7):
                 check(*reference(kind, 1, a, b, 1))
