@@ -3,7 +3,7 @@
 A block is the run of instructions from an EIP up to a control transfer, an
 instruction that changes how later code is fetched or run, or the end of
 the page.  Code runs in tiers, as JIT compilers do.  A block met for the
-first time runs as threaded code (interpreter.py: a closure per
+first time runs as threaded code (interpreter.py: a handler per
 instruction, nothing compiled) where that tier takes its instructions, and
 otherwise as a first-tier block: one Python function (generated source,
 compiled once) with the registers in locals, written to be cheap to compile,
