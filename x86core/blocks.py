@@ -249,6 +249,7 @@ class BlockCache:
         self.fast: dict[int, object] = {}
         self.fasts: dict[tuple, dict] = {}        # one fast table per mode, kept across switches
         self.page_blocks: dict[int, list[tuple[dict, int]]] = {}
+        self.page_code: dict[int, tuple[bytes, bytes]] = {}    # _page_code: ppn -> (bytes, digest)
         self.single: dict[tuple, Block] = {}     # cache-off memo of one-instruction code
         # Set when a page holding compiled code is written: a running block
         # checks it at its loop edges and between a region's nodes, so code
@@ -296,6 +297,7 @@ class BlockCache:
         self.code_written[0] = 1
         self.clear_fast()
         self.cpu.mem.watched.discard(ppn)
+        self.page_code.pop(ppn, None)
         for table, key in self.page_blocks.pop(ppn, ()):
             table.pop(key, None)
         self.single = {k: v for k, v in self.single.items() if v.phys >> 12 != ppn}
@@ -427,10 +429,10 @@ class BlockCache:
         whole_page = code is None
         if whole_page:
             # The whole page: a region may take in code before `lin`.
-            code = cpu.fetch(lin & 0xFFFFF000, 4096 + 15)
+            code, digest = self._page_code(lin, phys)
         else:
             code = bytes(start) + code
-        digest = hashlib.blake2b(code, digest_size=16).digest()
+            digest = hashlib.blake2b(code, digest_size=16).digest()
         native = cpu.native
         if native is not None and cpu.cpl != 3 and code[start:start + 2] == b"\x0f\x0b":
             handler = native.entries.get(lin)
@@ -462,6 +464,32 @@ class BlockCache:
         else:
             self.reused += 1
         return self._instantiate(recipe, lin, phys)
+
+    def _page_code(self, lin: int, phys: int) -> tuple[bytes, bytes]:
+        """The bytes of the page at `lin` and the 15 after it (an
+        instruction may run off its end), and what identifies them: a digest
+        of the page and the tail itself.  A page holding compiled code is
+        watched (a write drops its blocks, invalidate_page): its bytes and
+        digest are kept until then, and only the tail is fetched again."""
+        cpu = self.cpu
+        ppn = phys >> 12
+        kept = self.page_code.get(ppn)
+        if kept is None:
+            code = cpu.fetch(lin & 0xFFFFF000, 4096 + 15)
+            page, tail = code[:4096], code[4096:]
+            digest = hashlib.blake2b(page, digest_size=16).digest()
+            if ppn in self.page_blocks and ppn not in cpu.mem.device_pages and len(page) == 4096:
+                self.page_code[ppn] = (page, digest)
+        else:
+            page, digest = kept
+            cr2 = cpu.cr2
+            try:
+                tail = cpu.fetch(((lin | 0xFFF) + 1) & 0xFFFFFFFF, 15)
+            except CPUException:
+                cpu.cr2 = cr2       # reading ahead, not a fault
+                tail = b""
+            code = page + tail
+        return code, digest + tail
 
     def _decode(self, code: bytes, off: int):
         insn = self._decoded.get(off)

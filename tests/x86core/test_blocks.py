@@ -110,6 +110,31 @@ def test_code_patched_by_a_running_loop_takes_effect():
     assert cpu.regs[3] == sum(range(1, 301))
 
 
+def test_code_written_on_a_page_whose_bytes_are_kept_is_the_code_run():
+    # The page's bytes are kept for the blocks built on it after the first
+    # (_page_code); a write to the page (here by the loop, to a routine
+    # not yet run) drops them with its blocks.
+    cpu = machine()
+    routine = CODE + 0x200
+    new = asm("mov eax, 2\nret", base=routine)
+    cpu.mem.load(routine, asm("mov eax, 1\nret", base=routine))
+    load(cpu, f"mov ecx, 100\nl: add ebx, ecx\ndec ecx\njnz l\n"
+              f"mov dword [{routine:#x}], {int.from_bytes(new[:4], 'little'):#x}\n"
+              f"call {routine:#x}\nhlt")
+    assert cpu.run() == "halt" and cpu.regs[0] == 2
+    kept = cpu.blocks.page_code.get(CODE >> 12)
+    assert kept is None or kept[0][0x200:0x205] == new[:5]
+
+
+def test_reading_ahead_past_a_page_whose_bytes_are_kept_leaves_cr2_alone():
+    cpu = machine(paging_hole=0x2000)
+    cpu.cr2 = 0x1234
+    load(cpu, "mov ecx, 300\nl: call 0x1800\ndec ecx\njnz l\nhlt")
+    cpu.mem.load(0x1800, asm("inc ebx\nret", base=0x1800))
+    assert cpu.run() == "halt" and cpu.regs[3] == 300
+    assert CODE >> 12 in cpu.blocks.page_code and cpu.cr2 == 0x1234
+
+
 def test_reading_ahead_past_the_code_page_leaves_cr2_alone():
     cpu = machine(paging_hole=0x2000)       # code page 0x1000, absent page after it
     cpu.cr2 = 0x1234
