@@ -67,8 +67,9 @@ NONFAULTING = frozenset({
 # any register: the block writes its locals back before and reloads after.
 SYNC = frozenset(SYSTEM) | {"iret", "iretw", "retf"}
 _FAR = frozenset({"jmp", "call"})
+# Shifts that, by a constant other than 0, set every arithmetic flag.
+_ALL_FLAG_SHIFTS = frozenset({"shl", "sal", "shr", "sar"})
 # Conditional branches: both ways stay in a region.
-_SHIFTS = frozenset({"shl", "sal", "shr", "sar"})
 _CONDITIONAL = frozenset({f"j{c}" for c in CONDS} | {"loop", "loope", "loopne", "jcxz", "jecxz"})
 
 
@@ -482,12 +483,7 @@ class BlockCache:
                 self.page_code[ppn] = (page, digest)
         else:
             page, digest = kept
-            cr2 = cpu.cr2
-            try:
-                tail = cpu.fetch(((lin | 0xFFF) + 1) & 0xFFFFFFFF, 15)
-            except CPUException:
-                cpu.cr2 = cr2       # reading ahead, not a fault
-                tail = b""
+            tail = cpu.fetch(((lin | 0xFFF) + 1) & 0xFFFFFFFF, 15, ahead=True)
             code = page + tail
         return code, digest + tail
 
@@ -1175,11 +1171,12 @@ def _flag_liveness(insns: list[Instruction]) -> list[bool]:
         # (LEA and the long NOP name memory without touching it.)
         faults = name not in NONFAULTING or name in SYNC or \
             (name not in ("lea", "nop") and any(o.kind == MEM for o in insn.operands))
-        # A conditional branch reads the flags (and at the end of a region's
-        # node hands them on).
         # A shift by a constant other than 0 sets every flag (AF cleared, as
         # processors leave it); by 0 or CL it may keep them all.
-        shifts = name in _SHIFTS and insn.operands[1].kind == IMM and insn.operands[1].imm & 0x1F
+        shifts = name in _ALL_FLAG_SHIFTS and insn.operands[1].kind == IMM and \
+            insn.operands[1].imm & 0x1F
+        # A conditional branch reads the flags (and at the end of a region's
+        # node hands them on).
         reads = name in FLAG_READERS or name in _CONDITIONAL or \
             (name in PARTIAL_FLAG_WRITERS and live and not shifts) or name in SYNC or \
             (insn.rep and name in ("cmps", "scas"))

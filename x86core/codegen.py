@@ -43,13 +43,14 @@ PARTIAL_FLAG_WRITERS = frozenset({
 })
 
 
-def _signed(disp: int) -> int:
-    return (disp + 0x80000000 & 0xFFFFFFFF) - 0x80000000
+def signed32(value: int) -> int:
+    """A dword (a displacement) read as two's complement."""
+    return (value + 0x80000000 & 0xFFFFFFFF) - 0x80000000
 
 
 def _in_frame(op) -> bool:
     """A dword at ESP + 4k in the page's reach (see Emitter._frame_slot)."""
-    return op.base == 4 and op.index < 0 and op.size == 4 and 0 <= _signed(op.disp) < 4096 \
+    return op.base == 4 and op.index < 0 and op.size == 4 and 0 <= signed32(op.disp) < 4096 \
         and not op.disp & 3
 
 
@@ -199,7 +200,7 @@ class Emitter:
             else:
                 # Unwrapped, a negative displacement stays negative: added as
                 # 2^32 - d it would carry every address past 2^32 (a miss).
-                disp = op.disp if adsize == 16 else _signed(op.disp)
+                disp = op.disp if adsize == 16 else signed32(op.disp)
                 parts.append(str(disp))
         expr = " + ".join(parts).replace("+ -", "- ")
         if adsize == 16:
@@ -243,7 +244,7 @@ class Emitter:
             # In a stack frame (_frame_slot): used once, only the slow path
             # computes the address.
             a = offset if once else self.linear(op.seg, offset)
-            self.frames[a] = (_signed(op.disp) >> 2, self._esp[0])
+            self.frames[a] = (signed32(op.disp) >> 2, self._esp[0])
             return a
         return self.linear(op.seg, offset, once)
 

@@ -286,9 +286,10 @@ class CPU:
     def _write_phys(self, phys: int, size: int, value: int) -> None:
         self.mem.write(phys, size, value)       # invalidates compiled code it overwrites
 
-    def fetch(self, lin: int, size: int) -> bytes:
+    def fetch(self, lin: int, size: int, ahead: bool = False) -> bytes:
         """Instruction bytes from `lin`, up to `size`, stopping at the first
-        page that cannot be fetched once at least one byte is in hand."""
+        page that cannot be fetched once at least one byte is in hand (or,
+        `ahead`: bytes read ahead of the code that runs, even the first)."""
         out = bytearray()
         while len(out) < size:
             a = (lin + len(out)) & 0xFFFFFFFF
@@ -296,7 +297,7 @@ class CPU:
             try:
                 phys = self.translate(a, False)
             except CPUException:
-                if out:
+                if out or ahead:
                     self.cr2 = cr2      # reading ahead, not a fault: CR2 stays
                     break
                 raise

@@ -35,7 +35,7 @@ import re
 from types import FunctionType
 
 from . import flags as F
-from .codegen import ARITH_KIND, MASKS, SIGNS
+from .codegen import ARITH_KIND, MASKS, SIGNS, signed32
 from .instruction import IMM, MEM, REG, REL, Instruction
 
 HOT_INSNS = 2048        # instructions a threaded block retires before its region is compiled
@@ -456,8 +456,7 @@ def _address_form(op, values: dict) -> str | None:
         return None             # FS/GS: a base and a limit check (the compiled tiers)
     # Signed: an unwrapped address (_address) with a negative displacement
     # must not carry past 2^32.  An absolute address is the unsigned one.
-    disp = (op.disp + 0x80000000 & 0xFFFFFFFF) - 0x80000000
-    values["D"] = disp
+    values["D"] = disp = signed32(op.disp)
     base, index = op.base, op.index
     if base >= 0:
         values["B"] = base
