@@ -42,7 +42,7 @@ import attrs
 from . import flags as F
 from . import interpreter
 from .codegen import (CONDS, FLAG_READERS, FULL_FLAG_WRITERS, PARTIAL_FLAG_WRITERS, Emitter,
-                      Unsupported)
+                      Unsupported, frame_pages)
 from .decoder import decode
 from .exceptions import DE, CPUException, fault
 from .instruction import IMM, MEM, REG, REL, F_BRANCH, F_STOP, Instruction, NeedMore, Undefined
@@ -787,6 +787,7 @@ class BlockCache:
             em.known = None         # a node may be entered from anywhere
             em.forget_frame()
             live = _flag_liveness([i for _, i in node])
+            frames = frame_pages([i for _, i in node])
             exit_expr = None
             branch = None           # (condition, target, fall-through) of a static exit
             run_left, run_from = 0, 0   # a run of pushes or pops (_stack_run) being emitted
@@ -794,7 +795,7 @@ class BlockCache:
                 line0 = len(em.lines)
                 em.index = index
                 em.flags_live = live[pos]
-                em.begin_instruction(insn)
+                em.begin_instruction(insn, frames[pos])
                 if not run_left and not compact and em.flat and em.stack32:
                     run_left = _stack_run(em, node, pos)
                     run_from = len(em.lines)

@@ -54,6 +54,51 @@ def _in_frame(op) -> bool:
         and not op.disp & 3
 
 
+# Instructions that move ESP (the operands aside): a stretch of stack-frame
+# accesses ends at them.
+_STACK_MOVERS = frozenset({
+    "push", "pop", "call", "ret", "retf", "leave", "enter", "pusha", "pushaw", "popa",
+    "popaw", "pushf", "pushfw", "popf", "popfw", "iret", "iretw", "int", "int3", "into",
+})
+# Their operand 0 is read, not written (for a frame access's direction).
+_READS_FIRST = frozenset({"cmp", "test", "bt", "mul", "imul", "div", "idiv"})
+
+
+def frame_pages(insns: list[Instruction]) -> list[str | None]:
+    """For each instruction of a straight run, the page local its stack-frame
+    accesses go through (Emitter._frame_slot): "sp_r" for a stretch of
+    unchanged ESP that only reads its frame, "sp_w" (the write TLB's page,
+    which reads as well) for one that writes it too, None where the stretch
+    has one access or none: a probe (three lines) costs more to compile and
+    to run than the one access it would serve.  A guess from the operands;
+    the emitter still follows ESP itself, so a wrong one only costs speed."""
+    out: list[str | None] = [None] * len(insns)
+    start, reads, writes = 0, 0, 0
+
+    def close(end: int) -> None:
+        if reads + writes >= 2:
+            page = "sp_w" if writes else "sp_r"
+            for i in range(start, end):
+                out[i] = page
+
+    for i, insn in enumerate(insns):
+        name = insn.mnemonic
+        moves = name in _STACK_MOVERS or any(
+            op.kind == REG and op.reg == 4 and op.size != 1 for op in insn.operands)
+        if moves or insn.adsize != 32:
+            close(i)
+            start, reads, writes = i + 1, 0, 0
+            continue
+        for slot, op in enumerate(insn.operands):
+            if op.kind == MEM and _in_frame(op):
+                if slot or name in _READS_FIRST:
+                    reads += 1
+                else:
+                    writes += 1
+    close(len(insns))
+    return out
+
+
 class _Written(set):
     """Emitter.regs_written, counting the writes of ESP into `esp`."""
 
@@ -103,6 +148,7 @@ class Emitter:
         self.frame_pages: dict[str, int] = {}           # sp_q, sp_r, sp_w -> ESP's count when found
         self.guard_lines: dict[str, int] = {}           # sp_q, sp_r, sp_w -> its blank line here
         self.insn_esp = 0
+        self.frame: str | None = None     # this instruction's frame page (frame_pages)
         self.flags_live = True
         self.synced = False               # some instruction calls into the CPU (SYNC_OUT)
 
@@ -116,22 +162,24 @@ class Emitter:
         for i in range(start, len(self.lines)):
             self.lines[i] = "    " * levels + self.lines[i]
 
-    def begin_instruction(self, insn: Instruction) -> None:
+    def begin_instruction(self, insn: Instruction, frame: str | None = None) -> None:
         """Temporaries are numbered afresh for each instruction: what was
         known about an earlier one's names is gone (the stack pages found
         stay, while ESP does).  An instruction with a dword operand in a
-        stack frame gets blank lines where its stack page's probe goes if
-        one of its accesses needs it (_frame_slot): filled later, they keep
-        the line numbers the instruction's code takes."""
+        stack frame whose accesses go through `frame` (frame_pages) gets
+        blank lines where that page's probe goes if one of its accesses
+        needs it (_frame_slot): filled later, they keep the line numbers the
+        instruction's code takes."""
         self.tmp = 0
         self.checked = {}
         self.frames = {}
         self.insn_esp = esp = self._esp[0]
         self.guard_lines = {}
-        if self.compact or not self.flat or insn.adsize != 32 or not any(
+        self.frame = frame
+        if frame is None or self.compact or not self.flat or insn.adsize != 32 or not any(
                 op.kind == MEM and _in_frame(op) for op in insn.operands):
             return
-        for name in ("sp_q", "sp_r", "sp_w"):
+        for name in ("sp_q", frame):
             if self.frame_pages.get(name) != esp:
                 self.guard_lines[name] = len(self.lines)
                 self.emit("")
@@ -310,19 +358,20 @@ class Emitter:
         self.emit(f"except KeyError: {slow}", 1)
 
     def _frame_slot(self, a: str, write: bool) -> str | None:
-        """The dword at `a` = ESP + 4k as `sp_r[sp_q + k]` (sp_w for a
-        write), or None.  A stack frame is addressed from ESP over and over
-        between two changes of ESP: the TLB probe is made once, where the
-        first such access's instruction starts (which puts ESP's page's
-        dwords in sp_r, or sp_w, and ESP's dword index in it in sp_q), and
-        each access is one index.  A frame running off the page, a page not
+        """The dword at `a` = ESP + 4k as `sp_r[sp_q + k]` (or sp_w: the
+        instruction's frame page, frame_pages), or None.  A stack frame is
+        addressed from ESP over and over between two changes of ESP: the TLB
+        probe is made once, where the first such access's instruction starts
+        (which puts ESP's page's dwords in sp_r, from the read TLB, or sp_w,
+        from the write TLB, and ESP's dword index in it in sp_q), and each
+        access is one index.  A frame running off the page, a page not
         in the TLB and an unaligned ESP raise IndexError into the slow path,
         which reads, writes or faults as the inline probe's miss would."""
         slot = self.frames.get(a)
-        if slot is None or slot[1] != self._esp[0]:
+        page = self.frame
+        if slot is None or slot[1] != self._esp[0] or page is None or (write and page == "sp_r"):
             return None
         k, esp = slot
-        page = "sp_w" if write else "sp_r"
         if self.frame_pages.get(page) != esp:
             if esp != self.insn_esp or page not in self.guard_lines:
                 return None         # ESP moved earlier in this instruction
@@ -330,7 +379,7 @@ class Emitter:
                 self.lines[self.guard_lines["sp_q"]] = "sp_q = (r4 & 0xFFF) >> 2"
                 self.frame_pages["sp_q"] = esp
             at = self.guard_lines[page]
-            tlb = "TW" if write else "TR"
+            tlb = "TW" if page == "sp_w" else "TR"
             self.lines[at] = f"try: {page} = PV[{tlb}[r4 >> 12]] if not r4 & 3 else NOPAGE"
             self.lines[at + 1] = f"except KeyError: {page} = NOPAGE"
             self.frame_pages[page] = esp

@@ -485,6 +485,7 @@ def plan(insn: Instruction, nxt: int, live: bool) -> tuple | None:
     values = {"NXT": nxt}
     ops = []
     kinds = ""
+    sizes = ()
     form = ""
     for slot, op in enumerate(insn.operands):
         kind, size = op.kind, op.size
@@ -498,24 +499,28 @@ def plan(insn: Instruction, nxt: int, live: bool) -> tuple | None:
             else:
                 values[g] = op.reg
             kinds += "r"
+            sizes += (size,)
             ops.append(("r", size))
         elif kind == MEM:
             form = _address_form(op, values)
             if form is None:
                 return None
             kinds += "m"
+            sizes += (size,)
             ops.append(("m", size))
         elif kind == IMM:
             values[_SLOT_NAMES[slot][3]] = op.imm & MASKS[size]
             kinds += "i"
+            sizes += (size,)
             ops.append(("i", size))
         elif kind == REL:
             values["TGT"] = (nxt + op.imm) & 0xFFFFFFFF
             kinds += "j"
+            sizes += (4,)
             ops.append(("j", 4))
         else:
             return None
-    if (kinds, tuple(size for _, size in ops)) not in allowed:
+    if (kinds, sizes) not in allowed:
         return None
     ops = tuple(ops)
     extra = 0

@@ -427,8 +427,9 @@ def test_a_stack_frame_across_a_page_end_reads_and_faults_where_one_would(esp, h
 
 def test_a_stack_frame_on_a_read_only_page_faults_at_the_write():
     # The stack page readable but not writable (to ring 0 too: CR0.WP):
-    # reads go through the frame's page, the first write faults with the
-    # state before it.
+    # the frame, written too, is probed in the write TLB, which lacks the
+    # page, so its reads take the slow path; the first write faults with
+    # the state before it.
     def read_only(cpu):
         cpu.mem.write(0x101000 + 4 * 6, 4, 0x6000 | 1)
         cpu.write_cr(0, cpu.cr0 | 0x10000)
@@ -466,6 +467,28 @@ def test_a_stack_frame_is_probed_again_in_a_node_entered_from_outside():
     skip = CODE + len(asm(head.split("skip:")[0].replace("jz skip", "jz $"), base=CODE))
     cpu, _ = run_both(head, {0x2000: f"jmp {skip:#x}"})
     assert cpu.blocks.regions and cpu.regs[4] == 0x8000 - 0x40
+
+
+def test_a_frame_is_probed_for_a_stretch_of_two_accesses_or_more():
+    from x86core.codegen import frame_pages
+    pages = frame_pages(_decoded(
+        "mov eax, [esp + 4]\nadd esp, 4\n"             # one read, then ESP moves: no probe
+        "mov eax, [esp + 4]\ncmp ebx, [esp + 8]\n"      # two reads: the read TLB's page
+        "push eax\n"
+        "mov [esp + 4], eax\nadd ebx, [esp + 8]\n"      # a write among them: the write TLB's
+        "mov esp, ebp\nmov eax, [esp + 4]\nmov [esp + 8], eax"))
+    assert pages == [None, None, "sp_r", "sp_r", None, "sp_w", "sp_w", None, "sp_w", "sp_w"]
+
+
+def test_hot_code_indexes_its_stack_frame():
+    # _FRAME_LOOP's body reads and writes [ESP + 4k] six times between two
+    # changes of ESP: one probe of the write TLB, then an index each.
+    from x86core import blocks
+    blocks.clear_recipes()
+    run_both(_FRAME_LOOP.replace("ecx, 300", "ecx, 5000"), esp=0x7F00)
+    (loop,) = [r.source for r in blocks._RECIPES.values() if "sp_w[sp_q + 3] = " in r.source]
+    assert loop.count("sp_w = PV[TW[r4 >> 12]]") == 1 and "sp_r" not in loop
+    assert loop.count("sp_w[sp_q") == 6
 
 
 def test_a_stack_frame_write_into_code_takes_effect():
