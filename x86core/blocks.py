@@ -10,8 +10,9 @@ compiled once) with the registers in locals, written to be cheap to compile,
 since Python's compile() is most of the cost of code that runs a few times.
 A threaded block that has retired interpreter.HOT_INSNS instructions, or a
 first-tier block that has run HOT_RUNS times, is compiled again as a region:
-it and the code it branches to on its page that has run (both ways of
-conditional branches, direct jumps, calls and their return sites) in one
+it and the code it branches to on its page that has run more than a few
+times (both ways of conditional branches, direct jumps, calls and their
+return sites; NODE_SHARE) in one
 function that moves between them without returning to the run loop, memory
 accesses inline.
 
@@ -52,6 +53,9 @@ MAX_BLOCK = 48          # instructions in a first-tier block
 MAX_REGION = 64         # instructions in a second-tier region
 MAX_NODES = 12          # straight runs of instructions in a region
 HOT_RUNS = 64           # runs (or loop iterations) of a first-tier block before its region is compiled
+# A lower-tier block that has retired fewer than HOT_INSNS / NODE_SHARE
+# instructions is left out of the regions around it (it runs as itself).
+NODE_SHARE = 32
 LOOP_BUDGET = 256       # a call of a loop or region runs at most this times its length in instructions
 _ST = {n: struct.Struct(f) for n, f in ((2, "<H"), (4, "<I"), (8, "<Q"))}
 # Register-only forms of these cannot fault, so flag work before them may be skipped.
@@ -585,11 +589,18 @@ class BlockCache:
         ran_here, hot, table = self.current, self.hot, id(self.current)
 
         def ran(eip: int) -> bool:
-            # Only code that has run (a block here now, or one dropped on
-            # its way to its own region): the paths a program has not taken
-            # yet leave the region (and get their own blocks if they come).
+            # Only code that has run often enough (a block here now, or one
+            # dropped on its way to its own region): the paths a program
+            # has not taken, or taken a few times, leave the region (and
+            # run as their own blocks when they come).
             at = (lin + eip - eip0) & 0xFFFFFFFF
-            return self.hot_from_start or at in ran_here or (table, at) in hot
+            if self.hot_from_start or (table, at) in hot:
+                return True
+            block = ran_here.get(at)
+            if block is None:
+                return False
+            retired = getattr(block.fn, "retired", None)
+            return retired is None or retired() * NODE_SHARE >= interpreter.HOT_INSNS
 
         def inside(eip: int) -> bool:
             off = start + (eip - eip0)
@@ -678,6 +689,9 @@ class BlockCache:
                          if recipe.promotable else None)
         exec(recipe.code, namespace)
         block = Block(namespace["block"], phys, n, recipe.source, insns)
+        if recipe.promotable:
+            runs = namespace["RUNS"]
+            block.fn.retired = lambda: (HOT_RUNS - runs[0]) * n
         if not recipe.promotable:
             # Hot code: a region's entries (number, EIP), or () for one node.
             block.nodes = tuple((number, recipe.nodes[number]) for number in recipe.entries)

@@ -697,6 +697,7 @@ def _ends_in_branch(cpu, body, count, promote):
         if left <= 0:
             promote()
         return nx
+    block.retired = lambda: HOT_INSNS - left     # for the region's choice of nodes
     return block
 
 
@@ -712,6 +713,7 @@ def _falls_through(cpu, body, count, nxt, promote):
         if left <= 0:
             promote()
         return nxt
+    block.retired = lambda: HOT_INSNS - left     # for the region's choice of nodes
     return block
 
 
@@ -741,6 +743,7 @@ def _loop(cpu, body, count, start, budget, smc, promote):
         if left <= 0:
             promote()
         return nx
+    block.retired = lambda: HOT_INSNS - left     # for the region's choice of nodes
     return block
 
 

@@ -236,6 +236,23 @@ def test_code_written_by_a_loop_block_runs_in_its_next_iteration():
     assert cpu.regs[3] == (0x11111111 + sum(range(1, 199))) & 0xFFFFFFFF
 
 
+def test_a_region_leaves_out_a_path_taken_a_few_times(monkeypatch):
+    # By the time the loop is hot (HOT_INSNS retired), the path through
+    # INC ESI has run a few times, the one around it hundreds: the region
+    # takes the second and leaves the first to its own block.
+    monkeypatch.setattr(interpreter, "HOT_INSNS", 2048)
+    text = "mov ecx, 3000\nl: test ecx, 0x3F\njnz common\ninc esi\ncommon: add ebx, ecx\n" \
+           "dec ecx\njnz l\nhlt"
+    cpu, _ = run_both(text)
+    assert cpu.regs[6] == 3000 // 64 and cpu.regs[3] == sum(range(1, 3001))
+    rare = CODE + len(asm(text.split("inc esi")[0].replace("jnz common", "jnz $"), base=CODE))
+    head = CODE + 5
+    (region,) = [block for table in cpu.blocks.modes.values() for block in table.values()
+                 if block.nodes and head in {eip for eip, _ in block.insns}]
+    assert rare + 1 in {eip for eip, _ in region.insns}       # ADD EBX, ECX: the common path
+    assert rare not in {eip for eip, _ in region.insns}
+
+
 def test_a_region_is_entered_at_its_nodes_from_outside():
     # The first loop's region takes in the routine it calls (which has not
     # grown hot alone: it is shorter than the loop).  The second loop, on
