@@ -416,7 +416,8 @@ def factory(key: tuple) -> tuple:
         names = set(_IDENT.findall("\n".join(body)))
         operands = tuple(sorted(names & set(_OPERAND)))
         env_at = tuple(n for n, name in enumerate(_ENV) if name in names)
-        params = [f"{_ENV[n]}=0" for n in env_at] + [f"{name}=0" for name in operands]
+        # No defaults in the source (less to parse): make() gives them all.
+        params = [_ENV[n] for n in env_at] + list(operands)
         source = "\n".join([f"def handler({', '.join(params)}):",
                             *[f"    {line}" for line in body]])
         namespace: dict = {}

@@ -727,6 +727,14 @@ def push_(em, insn):
 def pop_(em, insn):
     (dst,) = insn.operands
     size = insn.opsize // 8
+    if dst.kind == REG and size == 4 and dst.reg != 4 and em.stack32:
+        # The common POP r32: straight into the register (assigned only if
+        # the read succeeds), then ESP.
+        em.regs_read.add(4)
+        em.regs_written.add(dst.reg)
+        em.load(em.linear(2, "r4", once=True), 4, into=f"r{dst.reg}")
+        em.set_reg(4, 4, "(r4 + 4) & 0xFFFFFFFF")
+        return
     v, s = pop(em, size)
     if dst.kind == SREG:
         em.emit(f"LOADSEG({dst.reg}, {v})")
