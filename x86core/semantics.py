@@ -695,13 +695,13 @@ def _set_sp(em, s):
 
 
 def pop(em: Emitter, size: int) -> tuple[str, str]:
-    """Read the top of the stack; returns (value, new sp) without moving ESP."""
+    """Read the top of the stack; returns (value, new sp) without moving ESP:
+    the new SP as an expression of ESP, which stays as it was until the
+    caller sets it."""
     sp = "r4" if em.stack32 else "(r4 & 0xFFFF)"
     em.regs_read.add(4)
     v = em.load(em.linear(2, sp, once=True), size)
-    s = em.new("s")
-    em.emit(f"{s} = ({sp} + {size}) & {0xFFFFFFFF if em.stack32 else 0xFFFF:#x}")
-    return v, s
+    return v, f"(({sp} + {size}) & {0xFFFFFFFF if em.stack32 else 0xFFFF:#x})"
 
 
 @semantics("push")
