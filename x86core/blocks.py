@@ -50,8 +50,8 @@ from .instruction import IMM, MEM, REG, REL, F_BRANCH, F_STOP, Instruction, Need
 from .semantics import SEMANTICS, SYSTEM
 
 MAX_BLOCK = 48          # instructions in a first-tier block
-MAX_REGION = 64         # instructions in a second-tier region
-MAX_NODES = 12          # straight runs of instructions in a region
+MAX_REGION = 96         # instructions in a second-tier region
+MAX_NODES = 16          # straight runs of instructions in a region
 HOT_RUNS = 64           # runs (or loop iterations) of a first-tier block before its region is compiled
 # A lower-tier block that has retired fewer than HOT_INSNS / NODE_SHARE
 # instructions is left out of the regions around it (it runs as itself).
