@@ -96,12 +96,14 @@ _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _STORES = re.compile(r"TWG\(|TW\[|WS\(|WA\(|WR\d\(|PORT_")
 
 
-@attrs.frozen
+@attrs.define
 class Recipe:
     """What decoding and compiling a block produced, before it is bound to a
     CPU: shared by every CPU in the process that meets the same bytes at
     the same address in the same mode (_RECIPES), so a program run again,
-    or code dropped and met again, costs no second compile."""
+    or code dropped and met again, costs no second compile.  Never changed
+    once made (not attrs-frozen only because a frozen class's __init__ is
+    three times slower, and every block built makes one)."""
     source: str
     code: object                # the compiled `def block`
     lines: list                 # source line -> index of its instruction
