@@ -43,7 +43,7 @@ import attrs
 from . import flags as F
 from . import interpreter
 from .codegen import (CONDS, FLAG_READERS, FULL_FLAG_WRITERS, PARTIAL_FLAG_WRITERS, Emitter,
-                      Unsupported, frame_pages)
+                      Unsupported, plan_frames)
 from .decoder import decode
 from .exceptions import DE, CPUException, fault
 from .instruction import IMM, MEM, REG, REL, F_BRANCH, F_STOP, Instruction, NeedMore, Undefined
@@ -803,7 +803,7 @@ class BlockCache:
             em.known = None         # a node may be entered from anywhere
             em.forget_frame()
             live = _flag_liveness([i for _, i in node])
-            frames = frame_pages([i for _, i in node])
+            frames = plan_frames([i for _, i in node])
             exit_expr = None
             branch = None           # (condition, target, fall-through) of a static exit
             run_left, run_from = 0, 0   # a run of pushes or pops (_stack_run) being emitted

@@ -60,11 +60,11 @@ _STACK_MOVERS = frozenset({
     "push", "pop", "call", "ret", "retf", "leave", "enter", "pusha", "pushaw", "popa",
     "popaw", "pushf", "pushfw", "popf", "popfw", "iret", "iretw", "int", "int3", "into",
 })
-# Their operand 0 is read, not written (for a frame access's direction).
+# Instructions whose operand 0 is read, not written (a frame access's direction).
 _READS_FIRST = frozenset({"cmp", "test", "bt", "mul", "imul", "div", "idiv"})
 
 
-def frame_pages(insns: list[Instruction]) -> list[str | None]:
+def plan_frames(insns: list[Instruction]) -> list[str | None]:
     """For each instruction of a straight run, the page local its stack-frame
     accesses go through (Emitter._frame_slot): "sp_r" for a stretch of
     unchanged ESP that only reads its frame, "sp_w" (the write TLB's page,
@@ -148,7 +148,7 @@ class Emitter:
         self.frame_pages: dict[str, int] = {}           # sp_q, sp_r, sp_w -> ESP's count when found
         self.guard_lines: dict[str, int] = {}           # sp_q, sp_r, sp_w -> its blank line here
         self.insn_esp = 0
-        self.frame: str | None = None     # this instruction's frame page (frame_pages)
+        self.frame: str | None = None     # this instruction's frame page (plan_frames)
         self.flags_live = True
         self.synced = False               # some instruction calls into the CPU (SYNC_OUT)
 
@@ -166,7 +166,7 @@ class Emitter:
         """Temporaries are numbered afresh for each instruction: what was
         known about an earlier one's names is gone (the stack pages found
         stay, while ESP does).  An instruction with a dword operand in a
-        stack frame whose accesses go through `frame` (frame_pages) gets
+        stack frame whose accesses go through `frame` (plan_frames) gets
         blank lines where that page's probe goes if one of its accesses
         needs it (_frame_slot): filled later, they keep the line numbers the
         instruction's code takes."""
@@ -359,7 +359,7 @@ class Emitter:
 
     def _frame_slot(self, a: str, write: bool) -> str | None:
         """The dword at `a` = ESP + 4k as `sp_r[sp_q + k]` (or sp_w: the
-        instruction's frame page, frame_pages), or None.  A stack frame is
+        instruction's frame page, plan_frames), or None.  A stack frame is
         addressed from ESP over and over between two changes of ESP: the TLB
         probe is made once, where the first such access's instruction starts
         (which puts ESP's page's dwords in sp_r, from the read TLB, or sp_w,

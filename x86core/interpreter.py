@@ -683,7 +683,7 @@ def instantiate(plan_: tuple, env: tuple, start: int, budget: int, smc: list, pr
 
 def _ends_in_branch(cpu, body, count, promote):
     last = body.last
-    left = HOT_INSNS
+    hot = left = HOT_INSNS
 
     def block():
         nonlocal left
@@ -696,12 +696,12 @@ def _ends_in_branch(cpu, body, count, promote):
         if left <= 0:
             promote()
         return nx
-    block.retired = lambda: HOT_INSNS - left     # for the region's choice of nodes
+    block.retired = lambda: hot - left     # for the region's choice of nodes
     return block
 
 
 def _falls_through(cpu, body, count, nxt, promote):
-    left = HOT_INSNS
+    hot = left = HOT_INSNS
 
     def block():
         nonlocal left
@@ -712,7 +712,7 @@ def _falls_through(cpu, body, count, nxt, promote):
         if left <= 0:
             promote()
         return nxt
-    block.retired = lambda: HOT_INSNS - left     # for the region's choice of nodes
+    block.retired = lambda: hot - left     # for the region's choice of nodes
     return block
 
 
@@ -721,7 +721,7 @@ def _loop(cpu, body, count, start, budget, smc, promote):
     until the branch leaves, BUDGET instructions or a write to code (which
     takes effect from the next jump, as on the processor)."""
     last = body.last
-    left = HOT_INSNS
+    hot = left = HOT_INSNS
 
     def block():
         nonlocal left
@@ -742,7 +742,7 @@ def _loop(cpu, body, count, start, budget, smc, promote):
         if left <= 0:
             promote()
         return nx
-    block.retired = lambda: HOT_INSNS - left     # for the region's choice of nodes
+    block.retired = lambda: hot - left     # for the region's choice of nodes
     return block
 
 

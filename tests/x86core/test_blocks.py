@@ -487,8 +487,8 @@ def test_a_stack_frame_is_probed_again_in_a_node_entered_from_outside():
 
 
 def test_a_frame_is_probed_for_a_stretch_of_two_accesses_or_more():
-    from x86core.codegen import frame_pages
-    pages = frame_pages(_decoded(
+    from x86core.codegen import plan_frames
+    pages = plan_frames(_decoded(
         "mov eax, [esp + 4]\nadd esp, 4\n"             # one read, then ESP moves: no probe
         "mov eax, [esp + 4]\ncmp ebx, [esp + 8]\n"      # two reads: the read TLB's page
         "push eax\n"
