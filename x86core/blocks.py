@@ -1103,8 +1103,9 @@ def _transition(exit_expr: str, count: int, stops: bool, branch, number_of: dict
 
 def _stack_run(em, node, pos: int) -> int:
     """Consecutive PUSHes (of registers other than ESP, or immediates) or
-    POPs (into registers other than ESP) from node[pos], as function
-    prologues and epilogues have them: when there are two or more, emit
+    POPs (into registers other than ESP, and the RET after them) from
+    node[pos], as function prologues and epilogues have them: when there
+    are two or more, emit
     their fast path - one TLB probe, and straight dword accesses when the
     whole run lies in one mapped page - and open the `else:` under which
     the caller emits them one by one (which alone can fault).  Returns the
@@ -1130,7 +1131,10 @@ def _stack_run(em, node, pos: int) -> int:
             if item is None:
                 break
             items.append(item)
-        if len(items) >= 2:
+        # An epilogue's RET after its POPs reads the next dword of the run.
+        ret = bool(take is popped and items and pos + len(items) < len(node)
+                   and _plain_ret(node[pos + len(items)][1]))
+        if len(items) + ret >= 2:
             break
     else:
         return 0
@@ -1148,14 +1152,20 @@ def _stack_run(em, node, pos: int) -> int:
         em.emit("r4 = s_s", 1)
     else:
         em.regs_written.update(items)
+        reads = [f"r{r}" for r in items] + ["rt"] * ret       # rt: ret()'s return address
         em.emit("p_s = TRG(r4 >> 12)")
-        em.emit(f"if p_s is not None and not r4 & 3 and r4 & 0xFFF <= {4096 - 4 * n}:")
+        em.emit(f"if p_s is not None and not r4 & 3 and r4 & 0xFFF <= {4096 - 4 * len(reads)}:")
         em.emit("k_s = (p_s | r4 & 0xFFF) >> 2", 1)
-        em.emit("; ".join(f"r{r} = W32[k_s + {i}]" if i else f"r{r} = W32[k_s]"
-                          for i, r in enumerate(items)), 1)
-        em.emit(f"r4 = (r4 + {4 * n}) & 0xFFFFFFFF", 1)
+        em.emit("; ".join(f"{r} = W32[k_s + {i}]" if i else f"{r} = W32[k_s]"
+                          for i, r in enumerate(reads)), 1)
+        em.emit(f"r4 = (r4 + {4 * len(reads)}) & 0xFFFFFFFF", 1)
+        n = len(reads)
     em.emit("else:")
     return n
+
+
+def _plain_ret(insn: Instruction) -> bool:
+    return insn.mnemonic == "ret" and insn.opsize == 32 and not insn.operands
 
 
 def _stops(insn: Instruction, hi: int) -> bool:

@@ -694,13 +694,13 @@ def _set_sp(em, s):
         em.set_reg(2, 4, s)
 
 
-def pop(em: Emitter, size: int) -> tuple[str, str]:
-    """Read the top of the stack; returns (value, new sp) without moving ESP:
-    the new SP as an expression of ESP, which stays as it was until the
-    caller sets it."""
+def pop(em: Emitter, size: int, into: str | None = None) -> tuple[str, str]:
+    """Read the top of the stack (into the local `into`, if given); returns
+    (value, new sp) without moving ESP: the new SP as an expression of ESP,
+    which stays as it was until the caller sets it."""
     sp = "r4" if em.stack32 else "(r4 & 0xFFFF)"
     em.regs_read.add(4)
-    v = em.load(em.linear(2, sp, once=True), size)
+    v = em.load(em.linear(2, sp, once=True), size, into)
     return v, f"(({sp} + {size}) & {0xFFFFFFFF if em.stack32 else 0xFFFF:#x})"
 
 
@@ -906,7 +906,9 @@ def call(em, insn):
 @semantics("ret")
 def ret(em, insn):
     size = insn.opsize // 8
-    v, s = pop(em, size)
+    # The return address in a local of its own name, which a run of POPs
+    # ending in this RET also fills (blocks._stack_run).
+    v, s = pop(em, size, into="rt")
     if insn.operands:
         imm = insn.operands[0].imm
         s2 = em.new("s")

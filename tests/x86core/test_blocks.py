@@ -419,6 +419,26 @@ def test_a_run_of_pops_across_a_page_end_faults_where_one_would(esp):
                      lambda cpu: cpu.mem.load(0x6FF0, bytes(range(16))))
 
 
+@pytest.mark.parametrize("esp,hole,expect", [
+    (0x6FF4, 0x7000, "halt"),       # the POPs and the RET's dword in one page: one probe
+    (0x6FF8, 0x7000, "stop"),       # the RET's dword on the absent page above: #PF at the RET
+    (0x6FF8, 0x9000, "halt"),       # across two present pages: one by one
+])
+def test_an_epilogue_ret_reads_the_pops_page_and_faults_where_one_would(esp, hole, expect):
+    # POP, POP, RET is one run (_stack_run): the return address is the
+    # run's third dword; a fault at the RET leaves the POPs done.
+    # (The first load puts the stack page in the TLB, as any real run has it.)
+    text = (f"mov ecx, 300\nmov eax, [{esp:#x}]\nl: mov esp, {esp:#x}\njmp f\nback: dec ecx\n"
+            "jnz l\nhlt\nf: pop ebx\npop esi\nret")
+    from x86core.asm import assemble
+    back = assemble(text, base=CODE).labels["back"]
+
+    def stack(cpu):
+        for k, value in enumerate((0xB, 0xC, back)):
+            cpu.mem.write(esp + 4 * k, 4, value)        # identity-mapped: physical = linear
+    _hot_and_stepped(text, hole, esp, expect, stack)
+
+
 # A stack frame [ESP + 4k] is probed once per stretch of unchanged ESP in hot
 # code and then indexed in its page's dwords (codegen.Emitter._frame_slot).
 _FRAME_LOOP = ("mov ecx, 300\nmov [0x8ff0], ecx\nl: mov eax, [esp]\nmov ebx, [esp + 8]\n"
