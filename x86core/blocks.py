@@ -694,7 +694,7 @@ class BlockCache:
         if recipe.promotable:
             runs = namespace["RUNS"]
             block.fn.retired = lambda: (HOT_RUNS - runs[0]) * n
-        if not recipe.promotable:
+        else:
             # Hot code: a region's entries (number, EIP), or () for one node.
             block.nodes = tuple((number, recipe.nodes[number]) for number in recipe.entries)
         return self._bind(block, recipe, lin)
@@ -1138,7 +1138,7 @@ def _stack_run(em, node, pos: int) -> int:
             break
     else:
         return 0
-    n = len(items)
+    n = len(items) + ret        # dwords (and instructions) in the run
     em.regs_read.add(4)
     em.regs_written.add(4)
     if take is pushed:
@@ -1154,12 +1154,11 @@ def _stack_run(em, node, pos: int) -> int:
         em.regs_written.update(items)
         reads = [f"r{r}" for r in items] + ["rt"] * ret       # rt: ret()'s return address
         em.emit("p_s = TRG(r4 >> 12)")
-        em.emit(f"if p_s is not None and not r4 & 3 and r4 & 0xFFF <= {4096 - 4 * len(reads)}:")
+        em.emit(f"if p_s is not None and not r4 & 3 and r4 & 0xFFF <= {4096 - 4 * n}:")
         em.emit("k_s = (p_s | r4 & 0xFFF) >> 2", 1)
         em.emit("; ".join(f"{r} = W32[k_s + {i}]" if i else f"{r} = W32[k_s]"
                           for i, r in enumerate(reads)), 1)
-        em.emit(f"r4 = (r4 + {4 * len(reads)}) & 0xFFFFFFFF", 1)
-        n = len(reads)
+        em.emit(f"r4 = (r4 + {4 * n}) & 0xFFFFFFFF", 1)
     em.emit("else:")
     return n
 

@@ -23,6 +23,9 @@ MASKS = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFFFFFF, 8: 0xFFFFFFFFFFFFFFFF}
 SIGNS = {1: 0x80, 2: 0x8000, 4: 0x80000000}
 ARITH_KIND = {"add": F.K_ADD, "sub": F.K_SUB, "cmp": F.K_CMP,
               "and": F.K_LOGIC, "or": F.K_LOGIC, "xor": F.K_LOGIC, "test": F.K_LOGIC}
+# The Python operator of each two-operand ALU instruction (CMP and TEST compute
+# SUB's and AND's, though a CMP keeps only its inputs: flags.K_CMP).
+ALU_OPS = {"add": "+", "sub": "-", "cmp": "-", "and": "&", "or": "|", "xor": "^", "test": "&"}
 # Instructions that leave all six arithmetic flags defined from scratch.
 FULL_FLAG_WRITERS = frozenset({
     "add", "sub", "cmp", "and", "or", "xor", "test", "neg", "adc", "sbb",

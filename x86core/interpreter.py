@@ -35,7 +35,7 @@ import re
 from types import FunctionType
 
 from . import flags as F
-from .codegen import ARITH_KIND, MASKS, SIGNS, signed32
+from .codegen import ALU_OPS, ARITH_KIND, MASKS, SIGNS, signed32
 from .instruction import IMM, MEM, REG, REL, Instruction
 
 HOT_INSNS = 2048        # instructions a threaded block retires before its region is compiled
@@ -48,14 +48,13 @@ _OPERAND = ("G0", "H0", "K0", "G1", "H1", "K1", "I0", "I1", "I2", "B", "X", "S",
             "NXT", "TGT")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
-_ALU_OPS = {"add": "+", "sub": "-", "cmp": "-", "and": "&", "or": "|", "xor": "^", "test": "&"}
 _SHIFTS = frozenset({"shl", "sal", "shr", "sar", "rol", "ror"})
 _CCS = ("o", "no", "b", "ae", "e", "ne", "be", "a", "s", "ns", "p", "np", "l", "ge", "le", "g")
 _JCC = {f"j{c}": n for n, c in enumerate(_CCS)}
 _SETCC = {f"set{c}": n for n, c in enumerate(_CCS)}
 _CMOV = {f"cmov{c}": n for n, c in enumerate(_CCS)}
 # Flag producers a following Jcc is fused into.
-_FUSABLE = frozenset(_ALU_OPS) | {"inc", "dec"}
+_FUSABLE = frozenset(ALU_OPS) | {"inc", "dec"}
 # The shapes whose code depends on whether their flags are observed; for
 # the others (MOV, LEA, PUSH ...) one shape serves, one factory compiled.
 _WRITES_FLAGS = _FUSABLE | _SHIFTS | {"neg", "mul", "imul"}
@@ -200,11 +199,11 @@ def _generate(key: tuple) -> list[str]:
         src.write(ops, 0, "v")
     elif name == "lea":
         src.write(ops, 0, "a")
-    elif name in _ALU_OPS:
+    elif name in ALU_OPS:
         size = ops[0][1]
         src.read(ops, 0, "fa")
         src.read(ops, 1, "fb")
-        op = _ALU_OPS[name]
+        op = ALU_OPS[name]
         if name == "cmp":
             if live:
                 src.emit(f"cpu.lazy = ({F.K_CMP | size << 4}, 0, fa, fb)")     # no result
@@ -497,28 +496,23 @@ def plan(insn: Instruction, nxt: int, live: bool) -> tuple | None:
                 values[k] = 0xFFFF00FF if reg >= 4 else 0xFFFFFF00
             else:
                 values[g] = op.reg
-            kinds += "r"
-            sizes += (size,)
-            ops.append(("r", size))
+            letter = "r"
         elif kind == MEM:
             form = _address_form(op, values)
             if form is None:
                 return None
-            kinds += "m"
-            sizes += (size,)
-            ops.append(("m", size))
+            letter = "m"
         elif kind == IMM:
             values[_SLOT_NAMES[slot][3]] = op.imm & MASKS[size]
-            kinds += "i"
-            sizes += (size,)
-            ops.append(("i", size))
+            letter = "i"
         elif kind == REL:
             values["TGT"] = (nxt + op.imm) & 0xFFFFFFFF
-            kinds += "j"
-            sizes += (4,)
-            ops.append(("j", 4))
+            letter, size = "j", 4
         else:
             return None
+        kinds += letter
+        sizes += (size,)
+        ops.append((letter, size))
     if (kinds, sizes) not in allowed:
         return None
     ops = tuple(ops)
@@ -564,7 +558,7 @@ _FAMILIES = {
     "movzx": _family("rr:41", "rm:41", "rr:42", "rm:42"),
     "movsx": _family("rr:41", "rm:41", "rr:42", "rm:42"),
     "lea": _family("rm:40"),
-    **{m: _family(*_ALU_FORMS) for m in _ALU_OPS},
+    **{m: _family(*_ALU_FORMS) for m in ALU_OPS},
     "adc": _family("rr:44", "ri:44", "rm:44", "mr:44", "mi:44"),
     "sbb": _family("rr:44", "ri:44", "rm:44", "mr:44", "mi:44"),
     "inc": _family("r:4", "m:4", "r:1", "m:1"),

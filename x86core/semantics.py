@@ -11,7 +11,7 @@ that is known, and the differential tests mask the rest.
 from __future__ import annotations
 
 from . import flags as F
-from .codegen import ARITH_KIND, CONDS, MASKS, SIGNS, Emitter, Place, Unsupported
+from .codegen import ALU_OPS, ARITH_KIND, CONDS, MASKS, SIGNS, Emitter, Place, Unsupported
 from .instruction import FAR, IMM, MEM, REG, REL, SREG, CREG, DREG, Instruction
 
 SEMANTICS = {}
@@ -177,7 +177,7 @@ def alu(em, insn):
         em.set_flags(kind, size, "", a, b)  # flags.K_CMP: no result
         return
     r = em.new("r")
-    op = {"add": "+", "sub": "-", "cmp": "-", "and": "&", "or": "|", "xor": "^", "test": "&"}[insn.mnemonic]
+    op = ALU_OPS[insn.mnemonic]
     if op in "+-":
         em.emit(f"{r} = ({a} {op} {b}) & {MASKS[size]:#x}")
     else:
@@ -193,7 +193,7 @@ def alu_reg32(em, insn, kind):
     dst, src = insn.operands
     b = em.read(src, insn)          # a memory source is loaded (and may fault) first
     name = insn.mnemonic
-    op = {"add": "+", "sub": "-", "cmp": "-", "and": "&", "or": "|", "xor": "^", "test": "&"}[name]
+    op = ALU_OPS[name]
 
     def result(x: str, y: str) -> str:
         return f"({x} {op} {y}) & 0xffffffff" if op in "+-" else f"{x} {op} {y}"
@@ -727,13 +727,11 @@ def push_(em, insn):
 def pop_(em, insn):
     (dst,) = insn.operands
     size = insn.opsize // 8
-    if dst.kind == REG and size == 4 and dst.reg != 4 and em.stack32:
+    if dst.kind == REG and size == 4 and dst.reg != 4:
         # The common POP r32: straight into the register (assigned only if
         # the read succeeds), then ESP.
-        em.regs_read.add(4)
         em.regs_written.add(dst.reg)
-        em.load(em.linear(2, "r4", once=True), 4, into=f"r{dst.reg}")
-        em.set_reg(4, 4, "(r4 + 4) & 0xFFFFFFFF")
+        _set_sp(em, pop(em, size, into=f"r{dst.reg}")[1])
         return
     v, s = pop(em, size)
     if dst.kind == SREG:
