@@ -16,11 +16,16 @@ For each workload (tests/programs/bin/NAME, a static i386 program) it reports
 
 Only `Process.run()` is timed (not the ELF load).  Every run starts with a
 fresh CPU.  Compiled blocks are shared by every CPU in a process
-(x86core.blocks.Recipe), so the cache-ON figure is taken twice: COLD, with
-that store emptied before each run (every block compiled in the timed run:
-the figure the goal is judged on), and WARM, after one untimed run of the same
-program (its hot code starting as the regions compiled then, hardly any compiling:
-what a program run again, or a long run, sees).  The guest's
+(x86core.blocks.Recipe), so the cache-ON figure is taken three times: COLD,
+with that store emptied before each run (every block of the program decoded
+and compiled in the timed run; the threaded tier's handlers made from the
+handler library, which is program-independent and built at install:
+x86core/handler_library.py): the figure the goal is judged on; NO-LIB, the
+same with every handler's shape compiled in the run as well (what COLD was
+before the library: it shows what the library saves); and WARM, after one
+untimed run of the same program (its hot code starting as the regions
+compiled then, hardly any compiling: what a program run again, or a long
+run, sees).  The guest's
 output and exit status are compared with the expected files on every run.
 
 Modes: full (default: every workload, cache ON x5, cache OFF x2 - several
@@ -145,8 +150,14 @@ def python_reference(name: str, repeats: int) -> dict:
 
 
 def measure_workload(name: str, plan: dict) -> dict:
+    from x86core import interpreter
     on = emulate(name, True, plan["on_repeats"])
     warm = emulate(name, True, plan["on_repeats"], warm=True)
+    interpreter.use_library(False)
+    try:
+        no_library = emulate(name, True, plan["on_repeats"])
+    finally:
+        interpreter.use_library(True)
     off = None
     if name in plan["off_workloads"]:
         off = emulate(name, False, plan["off_repeats"], plan["off_limit"])
@@ -157,6 +168,7 @@ def measure_workload(name: str, plan: dict) -> dict:
         "instructions": on["instructions"],
         "cache_on": on,
         "cache_on_warm": warm,
+        "cache_on_no_library": no_library,
         "cache_off": off,
         "cache_speedup": on["mips"] / off["mips"] if off else None,
         "python": py,
@@ -164,8 +176,8 @@ def measure_workload(name: str, plan: dict) -> dict:
         # guest instructions over the Python port's time: the "MIPS" plain Python
         # would need to match the port doing the same work
         "python_equivalent_mips": on["instructions"] / py_s / 1e6 if py_s > 0 else None,
-        "output_ok": on["output_ok"] and warm["output_ok"] and (off is None or off["output_ok"])
-        and py["output_ok"],
+        "output_ok": on["output_ok"] and warm["output_ok"] and no_library["output_ok"]
+        and (off is None or off["output_ok"]) and py["output_ok"],
     }
 
 
@@ -176,6 +188,7 @@ def measure_workload(name: str, plan: dict) -> dict:
 def run(quick: bool = False, tiny: bool = False, workloads: list[str] | None = None,
         repeats: int | None = None, off_repeats: int | None = None,
         off_limit: int | None = None, write: bool = True) -> dict:
+    from x86core import interpreter
     mode = "tiny" if tiny else "quick" if quick else "full"
     plan = dict(PLANS[mode])
     if workloads:
@@ -201,6 +214,7 @@ def run(quick: bool = False, tiny: bool = False, workloads: list[str] | None = N
 
     on_mips = [f["cache_on"]["mips"] for f in figures.values()]
     warm_mips = [f["cache_on_warm"]["mips"] for f in figures.values()]
+    no_library_mips = [f["cache_on_no_library"]["mips"] for f in figures.values()]
     total_insns = sum(f["instructions"] for f in figures.values())
     total_on_s = sum(f["cache_on"]["seconds"]["median"] for f in figures.values())
     speedups = [f["cache_speedup"] for f in figures.values() if f["cache_speedup"]]
@@ -214,6 +228,8 @@ def run(quick: bool = False, tiny: bool = False, workloads: list[str] | None = N
         "mips_warm_geomean": common.geomean(warm_mips),
         "mips_warm_min": min(warm_mips),
         "mips_warm_max": max(warm_mips),
+        "mips_no_library_geomean": common.geomean(no_library_mips),
+        "handler_library_shapes": interpreter.library_shapes(),
         "cache_speedup_geomean": common.geomean(speedups),
         "cache_speedup_min": min(speedups) if speedups else None,
         "emulated_over_python_geomean": common.geomean(py_ratios),
@@ -248,7 +264,8 @@ def run(quick: bool = False, tiny: bool = False, workloads: list[str] | None = N
 
 
 def table(result: dict) -> str:
-    headers = ("workload", "insns", "on s", "spread", "MIPS", "blocks", "warm s", "warm MIPS",
+    headers = ("workload", "insns", "on s", "spread", "MIPS", "blocks", "no-lib MIPS", "warm s",
+               "warm MIPS",
                "off s", "off MIPS", "cache x", "python s", "emu/py")
     rows = []
     for name, f in result["workloads"].items():
@@ -263,6 +280,7 @@ def table(result: dict) -> str:
             f"{on['seconds']['spread_pct']:.0f}%" if on["seconds"]["n"] > 1 else "-",
             on["mips"],
             on["blocks_compiled"],
+            f["cache_on_no_library"]["mips"],
             f["cache_on_warm"]["seconds"]["median"],
             f["cache_on_warm"]["mips"],
             off_s or "-",
@@ -272,7 +290,8 @@ def table(result: dict) -> str:
             common.fmt(f["emulated_over_python"]) + "x",
         ))
     s, g = result["summary"], result["goals"]
-    rows.append(("geomean", "", "", "", s["mips_geomean"], "", "", s["mips_warm_geomean"], "", "",
+    rows.append(("geomean", "", "", "", s["mips_geomean"], "", s["mips_no_library_geomean"], "",
+                 s["mips_warm_geomean"], "", "",
                  common.fmt(s["cache_speedup_geomean"]) + "x" if s["cache_speedup_geomean"]
                  else "-", "", common.fmt(s["emulated_over_python_geomean"]) + "x"))
     m = result["machine"]
@@ -292,6 +311,9 @@ def table(result: dict) -> str:
         f"goal block cache >= {GOAL_CACHE_SPEEDUP:g}x: {verdict(g['cache_speedup'])} - geomean "
         + (f"{common.fmt(s['cache_speedup_geomean'])}x, min {common.fmt(s['cache_speedup_min'])}x"
            if s["cache_speedup_geomean"] else "n/a (no cache-off runs)"),
+        f"no-lib: cold with every threaded-tier shape compiled in the run, not taken from "
+        f"the handler library ({s['handler_library_shapes']:,} shapes, built once per "
+        f"installation: x86core/handler_library.py) - geomean {common.fmt(s['mips_no_library_geomean'])}",
         f"emu/py: emulated run time / the same algorithm in plain Python "
         f"(benchmarks/pyref, output checked) - geomean "
         f"{common.fmt(s['emulated_over_python_geomean'])}x",

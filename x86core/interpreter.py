@@ -31,10 +31,13 @@ differential tests.
 """
 from __future__ import annotations
 
+import builtins
+import marshal
 import re
 from types import FunctionType
 
 from . import flags as F
+from . import handler_library
 from .codegen import ALU_OPS, ARITH_KIND, MASKS, SIGNS, signed32
 from .instruction import IMM, MEM, REG, REL, Instruction
 
@@ -326,7 +329,8 @@ def _generate(key: tuple) -> list[str]:
     elif name == "ret":
         src.emit("s = R[4]")
         src.load(4, "s", "v")
-        src.emit(f"R[4] = (s + {4 + extra}) & 0xFFFFFFFF")
+        # RET imm16: the bytes released are a number (I0), not a shape each.
+        src.emit(f"R[4] = (s + {'4 + I0' if ops else '4'}) & 0xFFFFFFFF")
         src.emit("return v")
     elif name == "jmp":
         if ops[0][0] == "j":
@@ -396,11 +400,15 @@ def _shift(src: _Source, name: str, ops: tuple, live: bool, by_cl: bool) -> None
         src.emit(f"cpu.lazy = ({F.K_RESULT | size << 4}, fr, 0, c | o << 11)")
 
 
-_FACTORIES: dict[tuple, tuple] = {}     # shape -> (factory, its operand parameters, source)
+_FACTORIES: dict[tuple, tuple] = {}     # shape -> (factory, its operand parameters)
+# Handlers name nothing global but builtins (abs, divmod).
+_GLOBALS = {"__builtins__": builtins}
+_ENV_NAMES = frozenset(_ENV)
 
 
 def factory(key: tuple) -> tuple:
-    """The factory for a shape, its handler compiled once per process:
+    """The factory for a shape, its handler compiled once (handler_library:
+    once per installation; a shape outside it, once per process):
     make(E, *operands) with E the CPU's environment (_ENV, in order) and the
     instruction's numbers in the order of the parameters returned.  The
     handler's code takes what it names as parameters with defaults, which
@@ -409,19 +417,27 @@ def factory(key: tuple) -> tuple:
     would be cells."""
     made = _FACTORIES.get(key)
     if made is None:
-        body = _generate(key) or ["pass"]     # (falling off the end returns None)
-        names = set(_IDENT.findall("\n".join(body)))
-        operands = tuple(sorted(names & set(_OPERAND)))
-        env_at = tuple(n for n, name in enumerate(_ENV) if name in names)
-        # No defaults in the source (less to parse): make() gives them all.
-        params = [_ENV[n] for n in env_at] + list(operands)
-        source = "\n".join([f"def handler({', '.join(params)}):",
-                            *[f"    {line}" for line in body]])
-        namespace: dict = {}
-        exec(compile(source, f"<handler {key[0]}>", "exec"), namespace)
-        made = _FACTORIES[key] = (_maker(namespace["handler"].__code__, env_at, namespace),
-                                  operands, source)
+        stored = _LIBRARY.get(key)
+        code = marshal.loads(stored) if stored is not None else compile_shape(key)
+        params = code.co_varnames[:code.co_argcount]
+        env_at = tuple(_ENV.index(name) for name in params if name in _ENV_NAMES)
+        operands = params[len(env_at):]
+        made = _FACTORIES[key] = (_maker(code, env_at, _GLOBALS), operands)
     return made
+
+
+def compile_shape(key: tuple):
+    """The code of a shape's handler: its environment names, then its
+    numbers (sorted), as parameters."""
+    body = _generate(key) or ["pass"]     # (falling off the end returns None)
+    names = set(_IDENT.findall("\n".join(body)))
+    operands = sorted(names & set(_OPERAND))
+    # No defaults in the source (less to parse): make() gives them all.
+    params = [name for name in _ENV if name in names] + operands
+    source = "\n".join([f"def handler({', '.join(params)}):", *[f"    {line}" for line in body]])
+    namespace: dict = {}
+    exec(compile(source, f"<handler {key[0]}>", "exec"), namespace)
+    return namespace["handler"].__code__
 
 
 def _maker(code, env_at: tuple, namespace: dict):
@@ -517,10 +533,7 @@ def plan(insn: Instruction, nxt: int, live: bool) -> tuple | None:
         return None
     ops = tuple(ops)
     extra = 0
-    if name == "ret":
-        extra = insn.operands[0].imm if ops else 0
-        ops = ()
-    elif name in _SHIFTS:
+    if name in _SHIFTS:
         if kinds[1] == "i":
             values["N"] = insn.operands[1].imm & 0x1F
             del values["I1"]
@@ -583,6 +596,29 @@ _FAMILIES = {
     **_CC_FORMS,
 }
 
+_ADDRESS_FORMS = ("xs", "bx", "bxs", "bd", "b", "d")        # _address_form's answers
+
+
+def every_shape():
+    """Every shape plan_block can give a factory, for handler_library: each
+    family's operand forms, with each address form where one operand is in
+    memory, flags observed or not where that changes the code, and each
+    Jcc fused into a flag producer."""
+    for name, allowed in _FAMILIES.items():
+        for kinds, sizes in allowed:
+            ops, extra = tuple(zip(kinds, sizes)), 0
+            if name in _SHIFTS:
+                ops, extra = ops[:1], int(kinds[1] == "r")      # by CL
+            elif name == "lea":
+                ops = (ops[0], ("m", 0))
+            for form in _ADDRESS_FORMS if "m" in kinds else ("",):
+                yield (name, ops, form, True, -1, extra)
+                if name in _WRITES_FLAGS:
+                    yield (name, ops, form, False, -1, extra)
+                if name in _FUSABLE:
+                    for cc in range(len(_CCS)):
+                        yield (name, ops, form, True, cc, extra)
+
 
 # ---------------------------------------------------------------------------------------
 # Blocks of handlers.
@@ -634,7 +670,7 @@ def plan_block(insns: list[tuple[int, Instruction]], liveness) -> tuple | None:
     target = steps[-1][1].get("TGT") if branch else None
     made = []
     for key, values, _ in steps:
-        make, operands, _ = factory(key)
+        make, operands = factory(key)
         made.append((make, tuple(values[name] for name in operands)))
     return (tuple(made), taken, branch, target, [index for _, _, index in steps],
             [e for e, _ in insns], [(e + i.length) & 0xFFFFFFFF for e, i in insns])
@@ -766,3 +802,18 @@ def unwind(cpu, frame, exc) -> None:
     else:
         cpu.eip = body.eips[index]
         cpu.icount += done
+
+
+_LIBRARY = handler_library.load(every_shape, compile_shape)
+
+
+def library_shapes() -> int:
+    return len(_LIBRARY)
+
+
+def use_library(on: bool) -> None:
+    """Take handlers from the library (the default) or compile each shape
+    when first met (benchmarks measuring what the library saves)."""
+    global _LIBRARY
+    _LIBRARY = handler_library.load(every_shape, compile_shape) if on else {}
+    _FACTORIES.clear()

@@ -123,13 +123,18 @@ def test_mips_tiny(results):
     assert warm["blocks_compiled"] < w["cache_on"]["blocks_compiled"] / 2
     assert warm["blocks_reused"] > 0
     assert w["cache_on"]["blocks_reused"] == 0
+    # Without the handler library: the same run, shapes compiled in it.
+    no_library = w["cache_on_no_library"]
+    assert no_library["output_ok"] and no_library["instructions"] == w["instructions"]
+    assert result["summary"]["handler_library_shapes"] > 1000
     assert w["cache_off"]["partial"] and w["cache_off"]["instructions"] >= mips.PLANS["tiny"][
         "off_limit"]
     for value in (w["cache_on"]["mips"], w["cache_off"]["mips"], w["cache_speedup"],
                   w["emulated_over_python"], w["python_equivalent_mips"],
                   w["cache_on"]["seconds"]["median"], w["python"]["seconds"]["median"]):
         assert value > 0 and math.isfinite(value)
-    for key in ("mips_geomean", "mips_warm_geomean", "cache_speedup_geomean",
+    for key in ("mips_geomean", "mips_warm_geomean", "mips_no_library_geomean",
+                "cache_speedup_geomean",
                 "emulated_over_python_geomean"):
         assert result["summary"][key] > 0
     assert result["summary"]["all_output_ok"]
