@@ -26,7 +26,7 @@ class KernelMemory:
     def _page(self, lin: int, write: bool) -> int:
         hw = self.hw
         tlb = hw.tlb_w if write else hw.tlb_r
-        page = tlb.get(lin >> 12)
+        page = tlb.get(lin & 0xFFFFF000)
         if page is None:
             page = hw._fill(lin, write)
         return page | (lin & 0xFFF)

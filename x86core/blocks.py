@@ -152,14 +152,14 @@ def _runtime(cpu) -> dict:
 
     def read_any(lin: int, size: int) -> int:
         """A read off the aligned fast path: unaligned, or a TLB miss."""
-        page = tr_get(lin >> 12)
+        page = tr_get(lin & 0xFFFFF000)
         off = lin & 0xFFF
         if page is not None and off + size <= 4096:
             return unpack[size](M, page | off)[0]
         return read_slow(lin, size)
 
     def write_any(lin: int, size: int, value: int) -> None:
-        page = tw_get(lin >> 12)
+        page = tw_get(lin & 0xFFFFF000)
         off = lin & 0xFFF
         if page is not None and off + size <= 4096:
             pack[size](M, page | off, value)
@@ -172,17 +172,17 @@ def _runtime(cpu) -> dict:
     # First-tier code's memory accesses (Emitter.compact): the inline
     # sequences of codegen.load/store as functions.
     def rd1(lin: int) -> int:
-        page = tr_get(lin >> 12)
+        page = tr_get(lin & 0xFFFFF000)
         return M[page | lin & 0xFFF] if page is not None else read_slow(lin, 1)
 
     def rd2(lin: int) -> int:
-        page = tr_get(lin >> 12)
+        page = tr_get(lin & 0xFFFFF000)
         if page is not None and lin & 0xFFF <= 4094:
             return U16(M, page | lin & 0xFFF)[0]
         return read_slow(lin, 2)
 
     def rd4(lin: int) -> int:
-        page = tr_get(lin >> 12)
+        page = tr_get(lin & 0xFFFFF000)
         if page is not None and not lin & 3:
             return W32[(page | lin & 0xFFF) >> 2]
         return read_any(lin, 4)
@@ -191,7 +191,7 @@ def _runtime(cpu) -> dict:
         return read_any(lin, 8)
 
     def wr1(lin: int, value: int) -> None:
-        page = tw_get(lin >> 12)
+        page = tw_get(lin & 0xFFFFF000)
         if page is not None:
             M[page | lin & 0xFFF] = value
         else:
@@ -201,7 +201,7 @@ def _runtime(cpu) -> dict:
         write_any(lin, 2, value)
 
     def wr4(lin: int, value: int) -> None:
-        page = tw_get(lin >> 12)
+        page = tw_get(lin & 0xFFFFF000)
         if page is not None and not lin & 3:
             W32[(page | lin & 0xFFF) >> 2] = value
         else:
@@ -326,15 +326,15 @@ class BlockCache:
             self.cpu.mem.watched.add(ppn)
             cpu = self.cpu
             for tw in (cpu._tlbs[False][1], cpu._tlbs[True][1]):
-                for vpn in [v for v, p in tw.items() if p >> 12 == ppn]:
-                    del tw[vpn]
+                for base in [b for b, p in tw.items() if p >> 12 == ppn]:
+                    del tw[base]
         entries.append((table, key))
 
     # -- running ----------------------------------------------------------------------------
     def run_one(self) -> None:
         cpu = self.cpu
         lin = (cpu.seg_base[1] + cpu.eip) & 0xFFFFFFFF
-        page = cpu.tlb_r.get(lin >> 12)
+        page = cpu.tlb_r.get(lin & 0xFFFFF000)
         if page is None:
             # Fill the TLB as any read does, so the next dispatch of code on
             # this page (and the fast chain) finds it.
@@ -410,12 +410,12 @@ class BlockCache:
 
     def _tail_holds(self, block: Block) -> bool:
         """Whether the second page of a page-crossing block still maps where it did."""
-        vpn, ppn = block.tail
-        page = self.cpu.tlb_r.get(vpn)
+        base, ppn = block.tail
+        page = self.cpu.tlb_r.get(base)
         if page is None:
             cr2 = self.cpu.cr2
             try:
-                page = self.cpu.translate(vpn << 12, False)
+                page = self.cpu.translate(base, False)
             except CPUException:
                 self.cpu.cr2 = cr2  # only a probe: no fault is taken here
                 return False        # rebuilt: the fetch fault belongs to its instruction
@@ -704,7 +704,7 @@ class BlockCache:
         cpu = self.cpu
         if recipe.hi > 4096:
             last = ((lin & 0xFFFFF000) + recipe.hi - 1) & 0xFFFFFFFF
-            block.tail = (last >> 12, cpu.translate(last, False) >> 12)
+            block.tail = (last & 0xFFFFF000, cpu.translate(last, False) >> 12)
         block.stop = recipe.stop
         return block
 
@@ -1144,8 +1144,8 @@ def _stack_run(em, node, pos: int) -> int:
     if take is pushed:
         em.regs_read.update(int(v[1:]) for v in items if v[0] == "r")
         em.emit(f"s_s = (r4 - {4 * n}) & 0xFFFFFFFF")
-        em.emit("p_s = TWG(s_s >> 12)")
-        em.emit(f"if p_s is not None and not s_s & 3 and s_s & 0xFFF <= {4096 - 4 * n}:")
+        em.emit("p_s = TWG(s_s & 0xFFFFF003)")        # (misses when unaligned)
+        em.emit(f"if p_s is not None and s_s & 0xFFF <= {4096 - 4 * n}:")
         em.emit("k_s = (p_s | s_s & 0xFFF) >> 2", 1)
         em.emit("; ".join(f"W32[k_s + {n - 1 - i}] = {v}" if i < n - 1 else f"W32[k_s] = {v}"
                           for i, v in enumerate(items)), 1)
@@ -1153,8 +1153,8 @@ def _stack_run(em, node, pos: int) -> int:
     else:
         em.regs_written.update(items)
         reads = [f"r{r}" for r in items] + ["rt"] * ret       # rt: ret()'s return address
-        em.emit("p_s = TRG(r4 >> 12)")
-        em.emit(f"if p_s is not None and not r4 & 3 and r4 & 0xFFF <= {4096 - 4 * n}:")
+        em.emit("p_s = TRG(r4 & 0xFFFFF003)")
+        em.emit(f"if p_s is not None and r4 & 0xFFF <= {4096 - 4 * n}:")
         em.emit("k_s = (p_s | r4 & 0xFFF) >> 2", 1)
         em.emit("; ".join(f"{r} = W32[k_s + {i}]" if i else f"{r} = W32[k_s]"
                           for i, r in enumerate(reads)), 1)

@@ -51,6 +51,32 @@ def signed32(value: int) -> int:
     return (value + 0x80000000 & 0xFFFFFFFF) - 0x80000000
 
 
+def tlb_page(tlb: str, a: str, keep: int = 0) -> str:
+    """The TLB probe for the address expression `a`: the entry of its page
+    base (cpu.tlb_r's key), with the low bits `keep` of `a` kept so that an
+    address with any of them set misses (3: a dword's alignment).  Folded
+    when `a` is a number."""
+    if a.isdigit():
+        return f"{tlb}[{int(a) & (0xFFFFF000 | keep):#x}]"
+    return f"{tlb}[{a} & {0xFFFFF000 | keep:#x}]"
+
+
+def page_address(tlb: str, a: str) -> str:
+    """The physical address of `a` through `tlb` (KeyError when not there)."""
+    offset = f"{int(a) & 0xFFF}" if a.isdigit() else f"{a} & 0xFFF"
+    return f"{tlb_page(tlb, a)} | {offset}"
+
+
+def dword_index(tlb: str, a: str) -> str:
+    """The index in the dword view of the aligned dword at `a`, raising
+    KeyError (to the slow path) when `a` is unaligned or its page is not
+    in `tlb`."""
+    if a.isdigit() and not int(a) & 3:
+        word = (int(a) & 0xFFF) >> 2
+        return f"{tlb_page(tlb, a)} >> 2 | {word}" if word else f"{tlb_page(tlb, a)} >> 2"
+    return f"({tlb_page(tlb, a, 3)} | {a} & 0xFFF) >> 2"
+
+
 def _in_frame(op) -> bool:
     """A dword at ESP + 4k in the page's reach (see Emitter._frame_slot)."""
     return op.base == 4 and op.index < 0 and op.size == 4 and 0 <= signed32(op.disp) < 4096 \
@@ -266,9 +292,9 @@ class Emitter:
         the access can be checked against the segment's limit and type.
         An address used `once`, by the access emitted next, needs no local
         of its own when it is already a name (a register or a temporary)."""
-        if once and self.flat and seg not in (4, 5) and (
-                offset_expr.isidentifier() or offset_expr.isdigit() or self.compact):
-            return offset_expr
+        if self.flat and seg not in (4, 5) and (offset_expr.isdigit() or once and (
+                offset_expr.isidentifier() or self.compact)):
+            return offset_expr      # (a number needs no local: its probe folds, tlb_page)
         a = self.new("a")
         if self.flat and seg not in (4, 5):
             self.emit(f"{a} = {offset_expr}")
@@ -316,17 +342,17 @@ class Emitter:
         # The TLB probe is a subscript: a miss raises KeyError, which costs
         # nothing until raised, and takes the slow path (which fills the
         # TLB or faults).  Aligned dwords (nearly all of them) are one index
-        # into the dword view; the rest go through read_any.
+        # into the dword view, probed with the address's two low bits kept
+        # (an unaligned one misses: cpu.tlb_r); the rest go through read_any.
         if size == 1:
-            self.emit(f"try: {v} = M[TR[{a} >> 12] | {a} & 0xFFF]")
+            self.emit(f"try: {v} = M[{page_address('TR', a)}]")
             self.emit(f"except KeyError: {v} = RS({a}, 1)")
         elif size == 4:
-            self.emit(f"try: {v} = W32[(TR[{a} >> 12] | {a} & 0xFFF) >> 2] if not {a} & 3 "
-                      f"else RA({a}, 4)")
+            self.emit(f"try: {v} = W32[{dword_index('TR', a)}]")
             self.emit(f"except KeyError: {v} = RA({a}, 4)")
         else:
             un = {2: "U16", 8: "U64"}[size]
-            self.emit(f"try: {v} = {un}(M, TR[{a} >> 12] | {a} & 0xFFF)[0] if "
+            self.emit(f"try: {v} = {un}(M, {page_address('TR', a)})[0] if "
                       f"{a} & 0xFFF <= {4096 - size} else RS({a}, {size})")
             self.emit(f"except KeyError: {v} = RS({a}, {size})")
         return v
@@ -344,21 +370,18 @@ class Emitter:
                 return
         a = self._named(a)
         if size == 1:
-            self.emit(f"try: M[TW[{a} >> 12] | {a} & 0xFFF] = {expr}")
+            self.emit(f"try: M[{page_address('TW', a)}] = {expr}")
             self.emit(f"except KeyError: WS({a}, 1, {expr})")
-            return
-        slow = f"WA({a}, 4, {expr})" if size == 4 else f"WS({a}, {size}, {expr})"
-        if size == 4:
-            self.emit(f"if {a} & 3: {slow}")
+        elif size == 4:
+            self.emit(f"try: W32[{dword_index('TW', a)}] = {expr}")
+            self.emit(f"except KeyError: WA({a}, 4, {expr})")
         else:
-            self.emit(f"if {a} & 0xFFF > {4096 - size}: {slow}")
-        self.emit("else:")
-        if size == 4:
-            self.emit(f"try: W32[(TW[{a} >> 12] | {a} & 0xFFF) >> 2] = {expr}", 1)
-        else:
+            slow = f"WS({a}, {size}, {expr})"
             pk = {2: "P16", 8: "P64"}[size]
-            self.emit(f"try: {pk}(M, TW[{a} >> 12] | {a} & 0xFFF, {expr})", 1)
-        self.emit(f"except KeyError: {slow}", 1)
+            self.emit(f"if {a} & 0xFFF > {4096 - size}: {slow}")
+            self.emit("else:")
+            self.emit(f"try: {pk}(M, {page_address('TW', a)}, {expr})", 1)
+            self.emit(f"except KeyError: {slow}", 1)
 
     def _frame_slot(self, a: str, write: bool) -> str | None:
         """The dword at `a` = ESP + 4k as `sp_r[sp_q + k]` (or sp_w: the
@@ -383,7 +406,7 @@ class Emitter:
                 self.frame_pages["sp_q"] = esp
             at = self.guard_lines[page]
             tlb = "TW" if page == "sp_w" else "TR"
-            self.lines[at] = f"try: {page} = PV[{tlb}[r4 >> 12]] if not r4 & 3 else NOPAGE"
+            self.lines[at] = f"try: {page} = PV[{tlb}[r4 & 0xFFFFF003]]"
             self.lines[at + 1] = f"except KeyError: {page} = NOPAGE"
             self.frame_pages[page] = esp
             self.regs_read.add(4)
@@ -391,7 +414,7 @@ class Emitter:
 
     def _named(self, a: str) -> str:
         """An address expression in a local of its own (it is used several
-        times, and `a >> 12` must not bind into it)."""
+        times, and `a & 0xFFFFF003` must not bind into it)."""
         if a.isidentifier() or a.isdigit():
             return a
         name = self.new("a")

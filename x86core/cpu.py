@@ -22,7 +22,7 @@ from . import flags as fl
 from . import interrupts, segmentation, system_instructions, transfers
 from .blocks import BlockCache
 from .exceptions import GP, PF, UD, CPUException, TripleFault, fault
-from .memory import PAGE_SHIFT, IOBus, PhysicalMemory
+from .memory import PAGE_MASK, PAGE_SHIFT, IOBus, PhysicalMemory
 from .system import Helpers
 
 EAX, ECX, EDX, EBX, ESP, EBP, ESI, EDI = range(8)
@@ -76,10 +76,14 @@ class CPU:
         self.tsc_offset = 0
         self.irq_line = None                    # callable returning a vector or None
         self.inhibit_irq = False                # the STI / MOV SS interrupt shadow
+        # Linear page base -> physical page base.  Keyed by the base, not the
+        # page number, so compiled code probes a dword with `a & 0xFFFFF003`:
+        # an unaligned address misses (to the slow path) with no test of its
+        # own, and an address carried past 2^32 wraps as the adder's does.
         self.tlb_r: dict[int, int] = {}
         self.tlb_w: dict[int, int] = {}
         self._tlbs = {False: ({}, {}), True: ({}, {})}
-        self.tlb_global: set[int] = set()       # pages whose translation has G (CR4.PGE)
+        self.tlb_global: set[int] = set()       # page bases whose translation has G (CR4.PGE)
         self._last_global = False               # the G bit of the last page walk
         self.blocks = BlockCache(self)
         self.mem.on_watched_write = self.blocks.invalidate_page
@@ -177,8 +181,8 @@ class CPU:
         for r, w in self._tlbs.values():
             for t in (r, w):
                 if keep:
-                    for vpn in [v for v in t if v not in keep]:
-                        del t[vpn]
+                    for base in [b for b in t if b not in keep]:
+                        del t[base]
                 else:
                     t.clear()
         if not keep:
@@ -186,12 +190,12 @@ class CPU:
         self.blocks.paging_changed()
 
     def invlpg(self, lin: int) -> None:
-        vpn = lin >> PAGE_SHIFT
+        base = lin & PAGE_MASK
         self.blocks.clear_fast()
-        self.tlb_global.discard(vpn)
+        self.tlb_global.discard(base)
         for r, w in self._tlbs.values():
-            r.pop(vpn, None)
-            w.pop(vpn, None)
+            r.pop(base, None)
+            w.pop(base, None)
 
     def translate(self, lin: int, write: bool, user: bool | None = None) -> int:
         """Linear -> physical address, raising #PF as the page walk would."""
@@ -243,14 +247,14 @@ class CPU:
         phys = self.translate(lin, write) & 0xFFFFF000
         ppn = phys >> PAGE_SHIFT
         if self._last_global and self.cr4 & CR4_PGE:
-            self.tlb_global.add(lin >> PAGE_SHIFT)
+            self.tlb_global.add(lin & PAGE_MASK)
         mem = self.mem
         if ppn not in mem.device_pages and phys + 4096 <= mem.size:
-            vpn = lin >> PAGE_SHIFT
-            self.tlb_r[vpn] = phys
+            base = lin & PAGE_MASK
+            self.tlb_r[base] = phys
             mem.enter_page(phys)
             if write and not self.blocks.holds_code(ppn):
-                self.tlb_w[vpn] = phys
+                self.tlb_w[base] = phys
         return phys
 
     def read_slow(self, lin: int, size: int) -> int:
@@ -477,7 +481,7 @@ class CPU:
                 while True:
                     fn = fast_get(eip)
                     if fn is None:
-                        page = tlb_get(eip >> 12)
+                        page = tlb_get(eip & 0xFFFFF000)
                         block = current.get(eip) if page is not None else None
                         if block is None or block.phys != page | (eip & 0xFFF) or block.stop:
                             break
@@ -489,7 +493,7 @@ class CPU:
                     lin = (cs_base + eip) & 0xFFFFFFFF
                     fn = fast_get(lin)
                     if fn is None:
-                        page = tlb_get(lin >> 12)
+                        page = tlb_get(lin & 0xFFFFF000)
                         block = current.get(lin) if page is not None else None
                         if block is None or block.phys != page | (lin & 0xFFF) or block.stop:
                             break

@@ -38,7 +38,7 @@ from types import FunctionType
 
 from . import flags as F
 from . import handler_library
-from .codegen import ALU_OPS, ARITH_KIND, MASKS, SIGNS, signed32
+from .codegen import ALU_OPS, ARITH_KIND, MASKS, SIGNS, dword_index, page_address, signed32
 from .instruction import IMM, MEM, REG, REL, Instruction
 
 HOT_INSNS = 2048        # instructions a threaded block retires before its region is compiled
@@ -77,23 +77,20 @@ class _Source:
     # As in compiled code (codegen.Emitter.load): a TLB miss raises KeyError.
     def load(self, size: int, addr: str, into: str) -> None:
         if size == 4:
-            self.emit(f"try: {into} = W32[(TR[{addr} >> 12] | {addr} & 0xFFF) >> 2] if not "
-                      f"{addr} & 3 else RA({addr}, 4)")
+            self.emit(f"try: {into} = W32[{dword_index('TR', addr)}]")
             self.emit(f"except KeyError: {into} = RA({addr}, 4)")
         elif size == 1:
-            self.emit(f"try: {into} = M[TR[{addr} >> 12] | {addr} & 0xFFF]")
+            self.emit(f"try: {into} = M[{page_address('TR', addr)}]")
             self.emit(f"except KeyError: {into} = RS({addr}, 1)")
         else:
             self.emit(f"{into} = RD2({addr})")
 
     def store(self, size: int, addr: str, value: str) -> None:
         if size == 4:
-            self.emit(f"if {addr} & 3: WA({addr}, 4, {value})")
-            self.emit("else:")
-            self.emit(f"    try: W32[(TW[{addr} >> 12] | {addr} & 0xFFF) >> 2] = {value}")
-            self.emit(f"    except KeyError: WA({addr}, 4, {value})")
+            self.emit(f"try: W32[{dword_index('TW', addr)}] = {value}")
+            self.emit(f"except KeyError: WA({addr}, 4, {value})")
         elif size == 1:
-            self.emit(f"try: M[TW[{addr} >> 12] | {addr} & 0xFFF] = {value}")
+            self.emit(f"try: M[{page_address('TW', addr)}] = {value}")
             self.emit(f"except KeyError: WS({addr}, 1, {value})")
         else:
             self.emit(f"WR2({addr}, {value})")

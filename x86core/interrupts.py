@@ -189,9 +189,9 @@ def _fill(cpu, lin: int, write: bool, user: bool) -> int:
     ppn = phys >> 12
     if ppn not in mem.device_pages and phys + 4096 <= mem.size:
         tlb_r, tlb_w = cpu._tlbs[user]
-        tlb_r[lin >> 12] = phys
+        tlb_r[lin & 0xFFFFF000] = phys
         if write and not cpu.blocks.holds_code(ppn):
-            tlb_w[lin >> 12] = phys
+            tlb_w[lin & 0xFFFFF000] = phys
     return phys
 
 
@@ -200,7 +200,7 @@ def _read(cpu, lin: int, size: int, user: bool = False) -> int:
     the stack's privilege for pops), through that privilege class's TLB."""
     off = lin & 0xFFF
     if off + size <= 4096:
-        page = cpu._tlbs[user][0].get(lin >> 12)
+        page = cpu._tlbs[user][0].get(lin & 0xFFFFF000)
         if page is None:
             page = _fill(cpu, lin, False, user)
         return cpu.mem.read(page | off, size)
@@ -254,7 +254,7 @@ def _plan(cpu, writes, user: bool, plan: list) -> None:
     for lin, size, value in writes:
         off = lin & 0xFFF
         if off + size <= 4096:
-            page = tlb.get(lin >> 12)
+            page = tlb.get(lin & 0xFFFFF000)
             if page is not None:                # writable at this privilege, RAM, no code
                 plan.append((page | off, size, value))
                 continue
@@ -503,7 +503,7 @@ class _Pops:
                 _in_limit(sp, total, self.limit, self.attr):
             lin = (self.base + sp) & 0xFFFFFFFF
             if (lin & 0xFFF) + total <= 4096:
-                page = self.cpu._tlbs[self.user][0].get(lin >> 12)
+                page = self.cpu._tlbs[self.user][0].get(lin & 0xFFFFF000)
                 if page is not None:
                     self.sp = (sp + total) & self.mask
                     return _SLOTS[size, n](self.cpu.mem.view, page | (lin & 0xFFF))

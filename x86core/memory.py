@@ -17,6 +17,7 @@ import numpy as np
 
 PAGE_SIZE = 4096
 PAGE_SHIFT = 12
+PAGE_MASK = 0xFFFFF000      # an address's page base: what the TLBs are keyed by
 
 _UNPACK = {1: struct.Struct("<B").unpack_from, 2: struct.Struct("<H").unpack_from,
            4: struct.Struct("<I").unpack_from, 8: struct.Struct("<Q").unpack_from}

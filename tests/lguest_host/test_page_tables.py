@@ -128,14 +128,14 @@ class Guest:
     def read(self, lin, user=False) -> int:
         """A load the way compiled code does it: the TLB first, the walk on a miss."""
         self._mode(user)
-        page = self.hw.tlb_r.get(lin >> 12)
+        page = self.hw.tlb_r.get(lin & 0xFFFFF000)
         if page is None:
             page = self.hw._fill(lin, False)
         return self.hw.mem.read(page | (lin & 0xFFF), 4)
 
     def write(self, lin, value, user=False) -> None:
         self._mode(user)
-        page = self.hw.tlb_w.get(lin >> 12)
+        page = self.hw.tlb_w.get(lin & 0xFFFFF000)
         if page is None:
             page = self.hw._fill(lin, True)
         self.hw.mem.write(page | (lin & 0xFFF), 4, value)
@@ -247,9 +247,9 @@ def test_map_switcher_flushes_a_stale_switcher_mapping():
     g.host.mem.write(top, 4, fake | P | RW)
     g.hw.flush_tlb()
     g.read(SWITCHER_ADDR)
-    assert g.hw.tlb_r[SWITCHER_ADDR >> 12] == g.phys(0x250000)
+    assert g.hw.tlb_r[SWITCHER_ADDR & 0xFFFFF000] == g.phys(0x250000)
     pt.map_switcher_in_guest(g.cpu, sw)
-    assert g.hw.tlb_r.get(SWITCHER_ADDR >> 12) in (None, sw.text_phys)
+    assert g.hw.tlb_r.get(SWITCHER_ADDR & 0xFFFFF000) in (None, sw.text_phys)
     assert g.read(SWITCHER_ADDR) == g.host.mem.read(sw.text_phys, 4)
 
 
@@ -442,7 +442,7 @@ def test_set_pte_is_seen_even_after_a_tlb_hit():
     g.host.mem.write(g.phys(0x207000), 4, 0x22222222)
     assert g.access(0x7000) == 1
     assert g.read(0x7000) == 0x11111111
-    assert (0x7000 >> 12) in g.hw.tlb_r                      # the CPU caches it
+    assert 0x7000 in g.hw.tlb_r                              # the CPU caches it
     pte_at = g.map(0x7000, 0x207000, flags=P | RW | U | A | D)
     pt.guest_set_pte(g.cpu, g.pd, 0x7000, lgread(g.cpu, pte_at))
     assert g.read(0x7000) == 0x22222222
@@ -464,7 +464,7 @@ def test_set_pte_write_protect_takes_effect_after_a_tlb_hit():
     g = Guest()
     pte_at = g.map(0x7000, 0x206000, flags=P | RW | U | A | D)
     assert g.access(0x7000, write=True, value=1) == 1
-    assert (0x7000 >> 12) in g.hw.tlb_w
+    assert 0x7000 in g.hw.tlb_w
     lgwrite(g.cpu, pte_at, 4, 0x206000 | P | U | A | D)
     pt.guest_set_pte(g.cpu, g.pd, 0x7000, 0x206000 | P | U | A | D)
     assert g.access(0x7000, write=True) == ("reflected", 3)
@@ -589,7 +589,7 @@ def test_set_pgd_on_many_cached_pages_flushes_the_tlb():
         g.map(0x400000 + i * PAGE_SIZE, 0x200000 + i * PAGE_SIZE)
         assert g.access(0x400000 + i * PAGE_SIZE) == 1
     pt.guest_set_pgd(g.lg, g.pd, 1)
-    assert not any(0x400 <= vpn < 0x800 for vpn in g.hw.tlb_r)
+    assert not any(0x400000 <= base < 0x800000 for base in g.hw.tlb_r)
 
 
 @pytest.mark.parametrize("idx", [SWITCHER_PGD_INDEX, 1024, 0xFFFFFFFF])
@@ -688,7 +688,7 @@ def test_reusing_the_slot_loaded_in_cr3_flushes_it(pins):
     new = g.new_dir()
     pt.guest_new_pagetable(g.cpu, new)
     assert g.cpu.cpu_pgd == 0
-    assert (0x1000 >> 12) not in g.hw.tlb_r
+    assert 0x1000 not in g.hw.tlb_r
 
 
 @pytest.mark.parametrize("pgtable", [MEM, MEM - 0x800, 0xFFFFF000])
@@ -769,7 +769,7 @@ def test_clear_all_releases_every_shadow_and_repins(pins):
         expect = [SWITCHER_PGD_INDEX] if slot == 0 else [stack >> 22, SWITCHER_PGD_INDEX]
         assert present == expect
     assert g.host.pool.in_use() == 2 + 1
-    assert not any(vpn in g.hw.tlb_r for vpn in (0x1, 0x800))
+    assert not any(base in g.hw.tlb_r for base in (0x1000, 0x800000))
 
 
 # -- guest_pa and pin_page -------------------------------------------------------------------
@@ -845,7 +845,7 @@ def test_pool_exhaustion_releases_pte_pages_and_retries(pins):
     assert pt.page_writable(g.cpu, stack - 1)
     assert all(g.spgd(i << 22) == 0 for i in range(3))
     assert g.host.pool.in_use() == 3
-    assert not any(vpn in g.hw.tlb_r for vpn in (0x0, 0x400, 0x800))
+    assert not any(base in g.hw.tlb_r for base in (0x0, 0x400000, 0x800000))
 
 
 def test_pool_exhaustion_for_a_new_directory(pins):
@@ -962,14 +962,14 @@ def check_shadows(host, lg):
     loaded = hw.cr3 & ~0xFFF
     if loaded and loaded in [p.pgdir for p in lg.pgdirs if p.pgdir]:
         for user, (tlb_r, tlb_w) in hw._tlbs.items():
-            for vpn, phys in tlb_r.items():
-                hit = walk(host, loaded, vpn << 12)
-                assert hit is not None and hit[0] == phys, hex(vpn)
+            for base, phys in tlb_r.items():
+                hit = walk(host, loaded, base)
+                assert hit is not None and hit[0] == phys, hex(base)
                 if user:
                     assert hit[1] & hit[2] & U
-            for vpn, phys in tlb_w.items():
-                hit = walk(host, loaded, vpn << 12)
-                assert hit is not None and hit[0] == phys and hit[1] & hit[2] & RW, hex(vpn)
+            for base, phys in tlb_w.items():
+                hit = walk(host, loaded, base)
+                assert hit is not None and hit[0] == phys and hit[1] & hit[2] & RW, hex(base)
 
 
 @given(ops=operations, pool_pages=st.sampled_from([None, 5, 8]))

@@ -284,6 +284,28 @@ def test_a_second_access_of_an_instruction_probes_its_own_page():
     assert cpu.regs[3] == 500
 
 
+def test_hot_accesses_wrap_miss_when_unaligned_and_fold_constant_addresses():
+    # The TLB is probed with `a & 0xFFFFF003` (cpu.tlb_r): an address carried
+    # past 2^32 (EBX + disp) wraps into the right page inline, an unaligned
+    # dword misses to the slow path, and a constant address's probe is
+    # folded (an unaligned constant one still misses).
+    from x86core import blocks
+    blocks.clear_recipes()
+    text = (f"mov ebx, {(0xFFFFFFF0 + 0x40) & 0xFFFFFFFF:#x}\nmov esi, {DATA + 0x40:#x}\n"
+            "mov ecx, 400\n"
+            f"l: add [ebx + {DATA - 0x30:#x}], ecx\n"          # DATA + 0x00, wrapped
+            f"mov eax, [ebx + {DATA - 0x2C:#x}]\n"             # DATA + 0x04, wrapped
+            f"add byte [ebx + {DATA - 0x27:#x}], cl\n"         # DATA + 0x09, wrapped
+            "add [esi + 1], eax\nmov edx, [esi + 3]\n"       # unaligned
+            f"add [{DATA + 0x20:#x}], edx\nadd eax, [{DATA + 0x23:#x}]\n"   # constant
+            f"mov [{DATA + 0x17:#x}], eax\n"
+            "dec ecx\njnz l\nhlt")
+    cpu, _ = run_both(text)
+    assert cpu.mem.read(DATA, 4) == sum(range(1, 401))
+    (loop,) = [r.source for r in blocks._RECIPES.values() if "TW[0x50000]" in r.source]
+    assert f"TW[{DATA:#x}] >> 2 | 8]" in loop and f"TR[{DATA | 3:#x}]" in loop
+
+
 def test_compiled_blocks_are_shared_between_cpus():
     from x86core import blocks
     blocks.clear_recipes()
@@ -524,7 +546,7 @@ def test_hot_code_indexes_its_stack_frame():
     blocks.clear_recipes()
     run_both(_FRAME_LOOP.replace("ecx, 300", "ecx, 5000"), esp=0x7F00)
     (loop,) = [r.source for r in blocks._RECIPES.values() if "sp_w[sp_q + 3] = " in r.source]
-    assert loop.count("sp_w = PV[TW[r4 >> 12]]") == 1 and "sp_r" not in loop
+    assert loop.count("sp_w = PV[TW[r4 & 0xFFFFF003]]") == 1 and "sp_r" not in loop
     assert loop.count("sp_w[sp_q") == 6
 
 
