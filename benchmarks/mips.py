@@ -22,7 +22,8 @@ and compiled in the timed run; the threaded tier's handlers made from the
 handler library, which is program-independent and built at install:
 x86core/handler_library.py): the figure the goal is judged on; NO-LIB, the
 same with every handler's shape compiled in the run as well (what COLD was
-before the library: it shows what the library saves); and WARM, after one
+before the library: it shows what the library saves; COLD and NO-LIB runs
+alternate, as this machine's speed drifts over seconds); and WARM, after one
 untimed run of the same program (its hot code starting as the regions
 compiled then, hardly any compiling: what a program run again, or a long
 run, sees).  The guest's
@@ -78,16 +79,18 @@ def _new_process(name: str, cache: bool):
 
 
 def emulate(name: str, cache: bool, repeats: int, limit: int | None = None,
-            warm: bool = False) -> dict:
+            warm: bool = False, library: bool = True) -> dict:
     """Time `repeats` runs of NAME under x86core (cache on/off; `limit` caps the
     instructions run, making a partial run whose output is not checked).
     Cold runs start with no compiled code in the process; `warm` runs start
-    with the code one untimed run compiled."""
-    from x86core import blocks
+    with the code one untimed run compiled; without the `library`, threaded-
+    tier handlers are compiled as their shapes are met."""
+    from x86core import blocks, interpreter
     want_out, want_status = expected(name)
     runs = []
 
     def setup():
+        interpreter.use_library(library)
         if not warm:
             blocks.clear_recipes()
         return _new_process(name, cache)
@@ -99,11 +102,15 @@ def emulate(name: str, cache: bool, repeats: int, limit: int | None = None,
                      proc.reason, proc.cpu.blocks.reused))
         return status
 
-    label = f"mips: {name} cache {'on' if cache else 'off'}{' warm' if warm else ''}"
+    label = (f"mips: {name} cache {'on' if cache else 'off'}{' warm' if warm else ''}"
+             f"{'' if library else ' no-lib'}")
     if warm:
         blocks.clear_recipes()
         _new_process(name, cache)[0].run(limit)
-    timing, _ = common.time_call(body, repeats, setup=setup, label=label)
+    try:
+        timing, _ = common.time_call(body, repeats, setup=setup, label=label)
+    finally:
+        interpreter.use_library(True)
     counts = {r[0] for r in runs}
     icount, compiled, status, output, reason, _ = runs[-1]
     partial = limit is not None and icount >= limit and status == 124
@@ -149,15 +156,39 @@ def python_reference(name: str, repeats: int) -> dict:
     return {"seconds": timing, "output_ok": True}
 
 
+def interleaved(name: str, repeats: int) -> tuple[dict, dict]:
+    """Cold runs with the handler library and without, one of each in turn
+    (alternating which goes first): this machine's speed drifts by tens of
+    percent over seconds, which two blocks of runs would measure as well."""
+    pairs = []
+    for i in range(repeats):
+        first, second = (True, False) if i % 2 == 0 else (False, True)
+        got = {first: emulate(name, True, 1, library=first),
+               second: emulate(name, True, 1, library=second)}
+        pairs.append((got[True], got[False]))
+    return merged([p[0] for p in pairs]), merged([p[1] for p in pairs])
+
+
+def merged(results: list[dict]) -> dict:
+    """One emulate() result from several of the same configuration."""
+    out = dict(results[-1])
+    samples = [s for r in results for s in r["seconds"]["samples"]]
+    out["seconds"] = common.summarize(samples)
+    rates = [out["instructions"] / s for s in samples if s > 0]
+    out["mips"] = out["instructions"] / out["seconds"]["median"] / 1e6
+    out["mips_min"], out["mips_max"] = min(rates) / 1e6, max(rates) / 1e6
+    out["instructions_consistent"] = all(r["instructions_consistent"] for r in results) and \
+        len({r["instructions"] for r in results}) == 1
+    out["output_ok"] = all(r["output_ok"] for r in results)
+    problems = [r["problem"] for r in results if "problem" in r]
+    if problems:
+        out["problem"] = problems[0]
+    return out
+
+
 def measure_workload(name: str, plan: dict) -> dict:
-    from x86core import interpreter
-    on = emulate(name, True, plan["on_repeats"])
+    on, no_library = interleaved(name, plan["on_repeats"])
     warm = emulate(name, True, plan["on_repeats"], warm=True)
-    interpreter.use_library(False)
-    try:
-        no_library = emulate(name, True, plan["on_repeats"])
-    finally:
-        interpreter.use_library(True)
     off = None
     if name in plan["off_workloads"]:
         off = emulate(name, False, plan["off_repeats"], plan["off_limit"])

@@ -801,7 +801,8 @@ def unwind(cpu, frame, exc) -> None:
         cpu.icount += done
 
 
-_LIBRARY = handler_library.load(every_shape, compile_shape)
+_LOADED = handler_library.load(every_shape, compile_shape)
+_LIBRARY = _LOADED          # what factory() takes handlers from
 
 
 def library_shapes() -> int:
@@ -812,5 +813,5 @@ def use_library(on: bool) -> None:
     """Take handlers from the library (the default) or compile each shape
     when first met (benchmarks measuring what the library saves)."""
     global _LIBRARY
-    _LIBRARY = handler_library.load(every_shape, compile_shape) if on else {}
+    _LIBRARY = _LOADED if on else {}
     _FACTORIES.clear()
