@@ -449,6 +449,8 @@ class Emitter:
         self.uses_flags = True
         if kind == F.K_CMP:
             self.emit(f"fo = {kind | size << 4}; fa = {a}; fb = {b}")     # no res (flags.K_CMP)
+        elif kind == F.K_LOGIC:
+            self.emit(f"fo = {kind | size << 4}; fr = {res}")             # res alone (K_LOGIC)
         else:
             self.emit(f"fo = {kind | size << 4}; fr = {res}; fa = {a}; fb = {b}")
 

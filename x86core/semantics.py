@@ -219,6 +219,10 @@ def _reg32(em, reg: int, kind: int, result, b: str = "0", writes: bool = True) -
         em.emit(f"fb = {b}; fa = {d}; fo = {kind | 4 << 4}")      # no result (flags.K_CMP)
         return
     into = f"{d} = fr" if writes else "fr"
+    if kind == F.K_LOGIC:
+        # Its flags are the result's alone (flags.K_LOGIC): fa and fb stay as they were.
+        em.emit(f"{into} = {result(d, b)}; fo = {kind | 4 << 4}")
+        return
     em.emit(f"fb = {b}; fa = {d}; {into} = {result('fa', 'fb')}; fo = {kind | 4 << 4}")
 
 
