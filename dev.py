@@ -31,6 +31,14 @@ def ensure_venv(extras: str) -> None:
     stamp.write_text(want)
 
 
+def ensure_handler_library() -> None:
+    """The threaded tier's handler library (x86core/handler_library.py),
+    built explicitly as compileall would build .pyc files: this machine may
+    set PYTHONDONTWRITEBYTECODE, under which the import will not write it."""
+    subprocess.run([str(PY), "-m", "x86core.handler_library"], cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL)
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
@@ -38,11 +46,13 @@ def main(argv: list[str]) -> int:
     command, rest = argv[0], argv[1:]
     if command == "demo":
         ensure_venv("")
+        ensure_handler_library()
         # `lguest run` with no program runs the bundled demo and says so.
         return subprocess.run([str(PY), "-m", "lguest_host", "run", "--stats", *rest],
                               cwd=ROOT).returncode
     if command == "test":
         ensure_venv("test")
+        ensure_handler_library()
         args = list(rest)
         if "--slow" in args:
             args.remove("--slow")

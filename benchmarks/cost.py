@@ -74,6 +74,9 @@ def run(quick: bool = False, tiny: bool = False, workloads: list[str] | None = N
         if write:
             result["json_path"] = str(common.write_json("cost", result))
         return result
+    from x86core import interpreter
+    # The children read the threaded tier's handler library: build it first if stale.
+    result["handler_library_shapes"] = interpreter.ensure_library()
     jobs = [(name, runs) for name in names for runs in (0, 1, 2)]
     common.progress(f"cost: {len(jobs)} valgrind runs of {', '.join(names)}")
     with ThreadPoolExecutor(max(1, min(2, os.cpu_count() or 1))) as pool:

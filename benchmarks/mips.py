@@ -220,6 +220,7 @@ def run(quick: bool = False, tiny: bool = False, workloads: list[str] | None = N
         repeats: int | None = None, off_repeats: int | None = None,
         off_limit: int | None = None, write: bool = True) -> dict:
     from x86core import interpreter
+    interpreter.ensure_library()        # (not timed: a part of the installation)
     mode = "tiny" if tiny else "quick" if quick else "full"
     plan = dict(PLANS[mode])
     if workloads:

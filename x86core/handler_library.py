@@ -5,17 +5,21 @@ the shapes are a closed set: the mnemonics, operand forms, address forms,
 flag liveness and fused branches that interpreter.plan_block can produce,
 about 6,400 of them.  None depends on the guest program, so they are the
 emulator's own code, like the interpreter loop of any threaded-code
-machine: compiling them is done once, when the package is first imported,
-and kept beside the package's bytecode (__pycache__), as CPython keeps its
-.pyc files.  Meeting a shape then costs a marshal.loads (about 2 us), where
-compile() cost about 110 us: compile() was a tenth of a cold run.
+machine: they are compiled once and kept beside the package's bytecode
+(__pycache__/handlers.<python>.marshal).  Meeting a shape then costs a
+marshal.loads (about 2 us), where compile() cost about 110 us: compile() was
+a tenth of a cold run.
 
 The file is used only when its digest matches: this module's and the
 sources the handlers are generated from (interpreter, codegen, flags), the
-Python implementation and marshal's format.  A stale or unreadable file is
-built again; one that cannot be written leaves the library in memory for the
-process.  X86CORE_HANDLER_LIBRARY=0 turns the library off (every shape is
-then compiled when first met, as benchmarks.mips --no-library measures).
+Python implementation and marshal's format.  A missing or stale one is built
+at import, as CPython builds a .pyc (about 0.8 s), and, as with a .pyc, not
+while PYTHONDONTWRITEBYTECODE is set: then only the explicit
+`python -m x86core.handler_library` writes it (dev.py runs it, as one would
+run compileall), and until then every shape is compiled when first met,
+once per process.  A file that cannot be written leaves a library built in
+memory for the process.  X86CORE_HANDLER_LIBRARY=0 turns the library off
+(benchmarks.mips measures both ways).
 """
 from __future__ import annotations
 
@@ -76,14 +80,42 @@ def write(where: Path, made: str, shapes: dict) -> bool:
 
 
 def load(shapes: Callable[[], Iterable[tuple]], compile_shape: Callable[[tuple], object],
-         where: Path | None = None) -> dict:
-    """The library, built (and saved) first when there is none for these sources."""
+         where: Path | None = None, build_missing: bool | None = None) -> dict:
+    """The library for these sources, or {} (every shape compiled when met).
+    A missing or stale one is built and saved when `build_missing`, which by
+    default follows CPython's rule for .pyc files: not while
+    PYTHONDONTWRITEBYTECODE (sys.dont_write_bytecode) is set."""
     if not enabled():
         return {}
     where = where or path()
     want = digest()
     library = read(where, want)
     if library is None:
+        if not (not sys.dont_write_bytecode if build_missing is None else build_missing):
+            return {}
         library = build(shapes(), compile_shape)
         write(where, want, library)
     return library
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build the library if it is missing or stale (or always: --force)."""
+    import time
+    from . import interpreter
+    where, want = path(), digest()
+    if "--force" in (argv if argv is not None else sys.argv[1:]):
+        where.unlink(missing_ok=True)
+    elif read(where, want) is not None:
+        print(f"handler library up to date: {where}")
+        return 0
+    t = time.perf_counter()
+    library = load(interpreter.every_shape, interpreter.compile_shape, where, build_missing=True)
+    if read(where, want) is None:
+        print(f"handler library: cannot write {where}", file=sys.stderr)
+        return 1
+    print(f"handler library: {len(library):,} shapes in {time.perf_counter() - t:.2f} s, {where}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -809,6 +809,15 @@ def library_shapes() -> int:
     return len(_LIBRARY)
 
 
+def ensure_library() -> int:
+    """Build the library now if it is missing or stale, whatever
+    PYTHONDONTWRITEBYTECODE says (benchmarks, before they time anything)."""
+    global _LOADED, _LIBRARY
+    _LOADED = _LIBRARY = handler_library.load(every_shape, compile_shape, build_missing=True)
+    _FACTORIES.clear()
+    return len(_LOADED)
+
+
 def use_library(on: bool) -> None:
     """Take handlers from the library (the default) or compile each shape
     when first met (benchmarks measuring what the library saves)."""

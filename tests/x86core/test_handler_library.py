@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import marshal
+import sys
 
 import pytest
 from hypothesis import given
@@ -69,18 +70,37 @@ SOME = [("mov", (("r", 4), ("r", 4)), "", True, -1, 0),
         ("add", (("r", 4), ("m", 4)), "bd", True, 4, 0)]
 
 
-def test_a_missing_library_is_built_and_saved(tmp_path):
+@pytest.mark.parametrize("dont_write", [False, True])
+def test_a_missing_library_is_built_and_saved_unless_bytecode_is_not_written(
+        tmp_path, monkeypatch, dont_write):
+    # As CPython's .pyc files: PYTHONDONTWRITEBYTECODE (sys.dont_write_bytecode)
+    # stops the import from writing one; the explicit build writes it anyway.
+    monkeypatch.setattr(sys, "dont_write_bytecode", dont_write)
     where = tmp_path / "lib.marshal"
     library = handler_library.load(lambda: SOME, interpreter.compile_shape, where)
+    if dont_write:
+        assert library == {} and not where.exists()
+        library = handler_library.load(lambda: SOME, interpreter.compile_shape, where,
+                                       build_missing=True)
     assert set(library) == set(SOME)
     assert handler_library.read(where, handler_library.digest()) == library
+
+
+def test_the_command_builds_a_stale_library_only(tmp_path, monkeypatch, capsys):
+    where = tmp_path / "lib.marshal"
+    monkeypatch.setattr(handler_library, "path", lambda: where)
+    monkeypatch.setattr(interpreter, "every_shape", lambda: iter(SOME))
+    assert handler_library.main([]) == 0 and "2 shapes" in capsys.readouterr().out
+    assert handler_library.main([]) == 0 and "up to date" in capsys.readouterr().out
+    assert handler_library.main(["--force"]) == 0 and "2 shapes" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("content", [b"", b"not marshal at all", marshal.dumps(("stale", {}))])
 def test_a_broken_or_stale_library_is_built_again(tmp_path, content):
     where = tmp_path / "lib.marshal"
     where.write_bytes(content)
-    library = handler_library.load(lambda: SOME, interpreter.compile_shape, where)
+    library = handler_library.load(lambda: SOME, interpreter.compile_shape, where,
+                                   build_missing=True)
     assert set(library) == set(SOME)
     assert handler_library.read(where, handler_library.digest()) == library
 
@@ -89,7 +109,8 @@ def test_a_library_that_cannot_be_written_stays_in_memory(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_bytes(b"")
     where = blocker / "sub" / "lib.marshal"     # a directory that cannot exist
-    library = handler_library.load(lambda: SOME, interpreter.compile_shape, where)
+    library = handler_library.load(lambda: SOME, interpreter.compile_shape, where,
+                                   build_missing=True)
     assert set(library) == set(SOME) and not where.exists()
     assert not list(tmp_path.glob("**/*.tmp"))
 
