@@ -21,8 +21,9 @@ A handler's code depends only on the instruction's shape: the mnemonic, the
 kinds and sizes of its operands, the form of its address, whether its flags
 are observed, and the branch fused into it.  The numbers (registers,
 displacement, immediate, next EIP, branch target) are the factory's
-arguments.  A shape's code is generated and compiled the first time it is
-met, once per process; a few hundred shapes cover what compilers emit.  An
+arguments.  The shapes are a closed set (every_shape: 6,356) and their code
+is compiled ahead, once per installation (handler_library.py); a program
+meets a few hundred of them.  An
 instruction outside this subset (system instructions, string instructions,
 segment overrides, 16-bit addressing, anything rare) ends the threaded block
 before it, and is compiled as the first tier from there.  Semantics and flag
