@@ -35,7 +35,7 @@ from __future__ import annotations
 import builtins
 import marshal
 import re
-from types import FunctionType
+from types import CodeType, FunctionType
 
 from . import flags as F
 from . import handler_library
@@ -415,13 +415,24 @@ def factory(key: tuple) -> tuple:
     would be cells."""
     made = _FACTORIES.get(key)
     if made is None:
-        stored = _LIBRARY.get(key)
-        code = marshal.loads(stored) if stored is not None else compile_shape(key)
+        code = _stored(key) or compile_shape(key)
         params = code.co_varnames[:code.co_argcount]
         env_at = tuple(_ENV.index(name) for name in params if name in _ENV_NAMES)
         operands = params[len(env_at):]
         made = _FACTORIES[key] = (_maker(code, env_at, _GLOBALS), operands)
     return made
+
+
+def _stored(key: tuple):
+    """The shape's code from the library, or None (not there, or damaged)."""
+    stored = _LIBRARY.get(key)
+    if stored is None:
+        return None
+    try:
+        code = marshal.loads(stored)
+    except (ValueError, EOFError, TypeError):
+        return None
+    return code if isinstance(code, CodeType) else None
 
 
 def compile_shape(key: tuple):

@@ -136,3 +136,12 @@ def test_handlers_compiled_in_the_run_behave_as_the_library_s():
         assert interpreter._FACTORIES
     finally:
         interpreter.use_library(True)
+
+
+def test_a_damaged_entry_is_compiled_instead(monkeypatch):
+    key = SOME[1]
+    monkeypatch.setattr(interpreter, "_LIBRARY", {key: b"\x00garbage", SOME[0]: marshal.dumps(1)})
+    monkeypatch.setattr(interpreter, "_FACTORIES", {})
+    for shape in SOME:
+        make, operands = interpreter.factory(shape)
+        assert operands and callable(make)
