@@ -115,8 +115,6 @@ def emulate(name: str, cache: bool, repeats: int, limit: int | None = None,
     icount, compiled, status, output, reason, _ = runs[-1]
     partial = limit is not None and icount >= limit and status == 124
     ok = partial or (status == want_status and output == want_out)
-    rates = [icount / s for s in timing["samples"] if s > 0]
-    mips = icount / timing["median"] / 1e6
     res = {
         "cache": cache,
         "warm": warm,
@@ -124,10 +122,7 @@ def emulate(name: str, cache: bool, repeats: int, limit: int | None = None,
         "instructions_consistent": len(counts) == 1,
         "partial": partial,
         "limit": limit,
-        "seconds": timing,
-        "mips": mips,
-        "mips_min": min(rates) / 1e6,
-        "mips_max": max(rates) / 1e6,
+        **_rates(icount, timing),
         "blocks_compiled": compiled,
         "blocks_reused": runs[-1][5],
         "status": status,
@@ -138,7 +133,7 @@ def emulate(name: str, cache: bool, repeats: int, limit: int | None = None,
                           f"{'matches' if output == want_out else 'differs'}; {reason}")
         common.progress(f"mips: {name}: WRONG RESULT: {res['problem']}")
     common.progress(f"{label}: {icount:,} insns, median {timing['median']:.3f} s, "
-                    f"{mips:.3f} MIPS")
+                    f"{res['mips']:.3f} MIPS")
     return res
 
 
@@ -156,27 +151,29 @@ def python_reference(name: str, repeats: int) -> dict:
     return {"seconds": timing, "output_ok": True}
 
 
+def _rates(icount: int, timing: dict) -> dict:
+    """The timing and the MIPS figures it gives for `icount` instructions."""
+    rates = [icount / s for s in timing["samples"] if s > 0]
+    return {"seconds": timing, "mips": icount / timing["median"] / 1e6,
+            "mips_min": min(rates) / 1e6, "mips_max": max(rates) / 1e6}
+
+
 def interleaved(name: str, repeats: int) -> tuple[dict, dict]:
     """Cold runs with the handler library and without, one of each in turn
     (alternating which goes first): this machine's speed drifts by tens of
     percent over seconds, which two blocks of runs would measure as well."""
-    pairs = []
+    runs: dict[bool, list] = {True: [], False: []}
     for i in range(repeats):
-        first, second = (True, False) if i % 2 == 0 else (False, True)
-        got = {first: emulate(name, True, 1, library=first),
-               second: emulate(name, True, 1, library=second)}
-        pairs.append((got[True], got[False]))
-    return merged([p[0] for p in pairs]), merged([p[1] for p in pairs])
+        for library in ((True, False) if i % 2 == 0 else (False, True)):
+            runs[library].append(emulate(name, True, 1, library=library))
+    return merged(runs[True]), merged(runs[False])
 
 
 def merged(results: list[dict]) -> dict:
     """One emulate() result from several of the same configuration."""
     out = dict(results[-1])
     samples = [s for r in results for s in r["seconds"]["samples"]]
-    out["seconds"] = common.summarize(samples)
-    rates = [out["instructions"] / s for s in samples if s > 0]
-    out["mips"] = out["instructions"] / out["seconds"]["median"] / 1e6
-    out["mips_min"], out["mips_max"] = min(rates) / 1e6, max(rates) / 1e6
+    out.update(_rates(out["instructions"], common.summarize(samples)))
     out["instructions_consistent"] = all(r["instructions_consistent"] for r in results) and \
         len({r["instructions"] for r in results}) == 1
     out["output_ok"] = all(r["output_ok"] for r in results)

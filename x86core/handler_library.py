@@ -109,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"handler library up to date: {where}")
         return 0
     t = time.perf_counter()
-    library = load(interpreter.every_shape, interpreter.compile_shape, where, build_missing=True)
-    if read(where, want) is None:
+    library = build(interpreter.every_shape(), interpreter.compile_shape)
+    if not write(where, want, library):
         print(f"handler library: cannot write {where}", file=sys.stderr)
         return 1
     print(f"handler library: {len(library):,} shapes in {time.perf_counter() - t:.2f} s, {where}")

@@ -540,8 +540,6 @@ def plan(insn: Instruction, nxt: int, live: bool) -> tuple | None:
         ops.append((letter, size))
     if (kinds, sizes) not in allowed:
         return None
-    ops = tuple(ops)
-    extra = 0
     if name in _SHIFTS:
         if kinds[1] == "i":
             values["N"] = insn.operands[1].imm & 0x1F
@@ -549,14 +547,22 @@ def plan(insn: Instruction, nxt: int, live: bool) -> tuple | None:
             if not values["N"]:
                 return None     # count 0: nothing happens (rare: left to the compiled tiers)
         elif insn.operands[1].reg == 1:
-            extra = 1           # by CL
-            del values["G1"], values["H1"], values["K1"]
+            del values["G1"], values["H1"], values["K1"]       # by CL
         else:
             return None
-        ops = ops[:1]
-    elif name == "lea":
-        ops = (ops[0], ("m", 0))
+    ops, extra = _shape_operands(name, kinds, tuple(ops))
     return (name, ops, form, live, -1, extra), values
+
+
+def _shape_operands(name: str, kinds: str, ops: tuple) -> tuple[tuple, int]:
+    """A shape's operands and its `extra` from the instruction's: a shift
+    keeps its destination (the count is N, or CL: extra 1), LEA's source is
+    an address, not a read of memory."""
+    if name in _SHIFTS:
+        return ops[:1], int(kinds[1] == "r")
+    if name == "lea":
+        return (ops[0], ("m", 0)), 0
+    return ops, 0
 
 
 def _family(*patterns: str) -> frozenset:
@@ -615,11 +621,7 @@ def every_shape():
     Jcc fused into a flag producer."""
     for name, allowed in _FAMILIES.items():
         for kinds, sizes in allowed:
-            ops, extra = tuple(zip(kinds, sizes)), 0
-            if name in _SHIFTS:
-                ops, extra = ops[:1], int(kinds[1] == "r")      # by CL
-            elif name == "lea":
-                ops = (ops[0], ("m", 0))
+            ops, extra = _shape_operands(name, kinds, tuple(zip(kinds, sizes)))
             for form in _ADDRESS_FORMS if "m" in kinds else ("",):
                 yield (name, ops, form, True, -1, extra)
                 if name in _WRITES_FLAGS:
@@ -815,6 +817,7 @@ def unwind(cpu, frame, exc) -> None:
 
 _LOADED = handler_library.load(every_shape, compile_shape)
 _LIBRARY = _LOADED          # what factory() takes handlers from
+_NO_LIBRARY: dict = {}
 
 
 def library_shapes() -> int:
@@ -834,5 +837,7 @@ def use_library(on: bool) -> None:
     """Take handlers from the library (the default) or compile each shape
     when first met (benchmarks measuring what the library saves)."""
     global _LIBRARY
-    _LIBRARY = _LOADED if on else {}
-    _FACTORIES.clear()
+    wanted = _LOADED if on else _NO_LIBRARY
+    if wanted is not _LIBRARY:
+        _LIBRARY = wanted
+        _FACTORIES.clear()
