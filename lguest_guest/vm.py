@@ -12,6 +12,7 @@ is resumed.  Use them as `data = yield from mem.read(addr, n)`.
 import struct
 
 from x86core.exceptions import CPUException
+from x86core.memory import PAGE_MASK
 
 from .entry import Fault
 
@@ -26,7 +27,7 @@ class KernelMemory:
     def _page(self, lin: int, write: bool) -> int:
         hw = self.hw
         tlb = hw.tlb_w if write else hw.tlb_r
-        page = tlb.get(lin & 0xFFFFF000)
+        page = tlb.get(lin & PAGE_MASK)
         if page is None:
             page = hw._fill(lin, write)
         return page | (lin & 0xFFF)

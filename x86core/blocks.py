@@ -43,7 +43,7 @@ import attrs
 from . import flags as F
 from . import interpreter
 from .codegen import (CONDS, FLAG_READERS, FULL_FLAG_WRITERS, PARTIAL_FLAG_WRITERS, Emitter,
-                      Unsupported, plan_frames)
+                      Unsupported, plan_frames, tlb_key)
 from .decoder import decode
 from .exceptions import DE, CPUException, fault
 from .instruction import IMM, MEM, REG, REL, F_BRANCH, F_STOP, Instruction, NeedMore, Undefined
@@ -1144,7 +1144,7 @@ def _stack_run(em, node, pos: int) -> int:
     if take is pushed:
         em.regs_read.update(int(v[1:]) for v in items if v[0] == "r")
         em.emit(f"s_s = (r4 - {4 * n}) & 0xFFFFFFFF")
-        em.emit("p_s = TWG(s_s & 0xFFFFF003)")        # (misses when unaligned)
+        em.emit(f"p_s = TWG({tlb_key('s_s', 3)})")        # (misses when unaligned)
         em.emit(f"if p_s is not None and s_s & 0xFFF <= {4096 - 4 * n}:")
         em.emit("k_s = (p_s | s_s & 0xFFF) >> 2", 1)
         em.emit("; ".join(f"W32[k_s + {n - 1 - i}] = {v}" if i < n - 1 else f"W32[k_s] = {v}"
@@ -1153,7 +1153,7 @@ def _stack_run(em, node, pos: int) -> int:
     else:
         em.regs_written.update(items)
         reads = [f"r{r}" for r in items] + ["rt"] * ret       # rt: ret()'s return address
-        em.emit("p_s = TRG(r4 & 0xFFFFF003)")
+        em.emit(f"p_s = TRG({tlb_key('r4', 3)})")
         em.emit(f"if p_s is not None and r4 & 0xFFF <= {4096 - 4 * n}:")
         em.emit("k_s = (p_s | r4 & 0xFFF) >> 2", 1)
         em.emit("; ".join(f"{r} = W32[k_s + {i}]" if i else f"{r} = W32[k_s]"

@@ -18,6 +18,7 @@ from __future__ import annotations
 from . import flags as F
 from .instruction import CREG, DREG, FAR, IMM, MEM, REG, REL, SREG, Instruction
 from .exceptions import BR, DE, GP, NM, OF, UD, BP, DB
+from .memory import PAGE_MASK
 
 MASKS = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFFFFFF, 8: 0xFFFFFFFFFFFFFFFF}
 SIGNS = {1: 0x80, 2: 0x8000, 4: 0x80000000}
@@ -51,14 +52,18 @@ def signed32(value: int) -> int:
     return (value + 0x80000000 & 0xFFFFFFFF) - 0x80000000
 
 
-def tlb_page(tlb: str, a: str, keep: int = 0) -> str:
-    """The TLB probe for the address expression `a`: the entry of its page
-    base (cpu.tlb_r's key), with the low bits `keep` of `a` kept so that an
-    address with any of them set misses (3: a dword's alignment).  Folded
-    when `a` is a number."""
+def tlb_key(a: str, keep: int = 0) -> str:
+    """The TLB key of the address expression `a`: its page base (cpu.tlb_r),
+    with the low bits `keep` of `a` kept so that an address with any of them
+    set misses (3: a dword's alignment).  Folded when `a` is a number."""
     if a.isdigit():
-        return f"{tlb}[{int(a) & (0xFFFFF000 | keep):#x}]"
-    return f"{tlb}[{a} & {0xFFFFF000 | keep:#x}]"
+        return f"{int(a) & (PAGE_MASK | keep):#x}"
+    return f"{a} & 0x{PAGE_MASK | keep:X}"
+
+
+def tlb_page(tlb: str, a: str, keep: int = 0) -> str:
+    """The TLB probe for `a`: its physical page base, KeyError on a miss."""
+    return f"{tlb}[{tlb_key(a, keep)}]"
 
 
 def page_address(tlb: str, a: str) -> str:
@@ -406,7 +411,7 @@ class Emitter:
                 self.frame_pages["sp_q"] = esp
             at = self.guard_lines[page]
             tlb = "TW" if page == "sp_w" else "TR"
-            self.lines[at] = f"try: {page} = PV[{tlb}[r4 & 0xFFFFF003]]"
+            self.lines[at] = f"try: {page} = PV[{tlb_page(tlb, 'r4', 3)}]"
             self.lines[at + 1] = f"except KeyError: {page} = NOPAGE"
             self.frame_pages[page] = esp
             self.regs_read.add(4)

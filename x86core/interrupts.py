@@ -79,6 +79,7 @@ from . import flags as F
 from . import segmentation as sg
 from . import transfers
 from .exceptions import DE, DF, GP, NP, PF, SS, TS, CPUException, TripleFault, fault
+from .memory import PAGE_MASK
 
 ES, CS, SS_REG, DS, FS, GS = range(6)
 ESP = 4
@@ -189,9 +190,9 @@ def _fill(cpu, lin: int, write: bool, user: bool) -> int:
     ppn = phys >> 12
     if ppn not in mem.device_pages and phys + 4096 <= mem.size:
         tlb_r, tlb_w = cpu._tlbs[user]
-        tlb_r[lin & 0xFFFFF000] = phys
+        tlb_r[lin & PAGE_MASK] = phys
         if write and not cpu.blocks.holds_code(ppn):
-            tlb_w[lin & 0xFFFFF000] = phys
+            tlb_w[lin & PAGE_MASK] = phys
     return phys
 
 
@@ -200,7 +201,7 @@ def _read(cpu, lin: int, size: int, user: bool = False) -> int:
     the stack's privilege for pops), through that privilege class's TLB."""
     off = lin & 0xFFF
     if off + size <= 4096:
-        page = cpu._tlbs[user][0].get(lin & 0xFFFFF000)
+        page = cpu._tlbs[user][0].get(lin & PAGE_MASK)
         if page is None:
             page = _fill(cpu, lin, False, user)
         return cpu.mem.read(page | off, size)
@@ -254,7 +255,7 @@ def _plan(cpu, writes, user: bool, plan: list) -> None:
     for lin, size, value in writes:
         off = lin & 0xFFF
         if off + size <= 4096:
-            page = tlb.get(lin & 0xFFFFF000)
+            page = tlb.get(lin & PAGE_MASK)
             if page is not None:                # writable at this privilege, RAM, no code
                 plan.append((page | off, size, value))
                 continue
@@ -503,7 +504,7 @@ class _Pops:
                 _in_limit(sp, total, self.limit, self.attr):
             lin = (self.base + sp) & 0xFFFFFFFF
             if (lin & 0xFFF) + total <= 4096:
-                page = self.cpu._tlbs[self.user][0].get(lin & 0xFFFFF000)
+                page = self.cpu._tlbs[self.user][0].get(lin & PAGE_MASK)
                 if page is not None:
                     self.sp = (sp + total) & self.mask
                     return _SLOTS[size, n](self.cpu.mem.view, page | (lin & 0xFFF))
